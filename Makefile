@@ -1,0 +1,38 @@
+# plm: `make demo` runs the whole job on the bundled defaults, `make test` runs the tests.
+# Each installs what it needs into .venv first. TORCH is the torch requirement: on a machine
+# without a GPU, point it at a CPU build, e.g. `make test TORCH=torch==2.13.0` where that
+# wheel is on local disk, or a CPU wheel index of your own.
+PYTHON ?= python3
+TORCH ?= torch>=2.6
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-slow demo lint clean
+
+install: $(STAMP)
+
+# A torch wheel already on local disk (pip's find-links) is preferred over a download.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	-$(BIN)/python -m pip install -q --no-index --no-deps "$(TORCH)" 2>/dev/null
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+test-slow: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
+
+demo: install
+	rm -rf runs/demo-finetune
+	HF_HUB_OFFLINE=1 $(BIN)/plm finetune demo/sentiment.csv --output runs/demo-finetune --epochs 4 --lr 1e-4
+	HF_HUB_OFFLINE=1 $(BIN)/plm predict --model runs/demo-finetune "This is a great movie!"
+
+lint: install
+	$(BIN)/ruff check plmcli tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

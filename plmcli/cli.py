@@ -1,0 +1,63 @@
+"""The plm command line: one registration line per command, the root options, and main().
+
+main() turns a PlmError into one ``Error: ...`` line on stderr and its exit code (2 bad input,
+1 runtime or I/O failure); ``--debug`` shows the traceback instead. This module and the command
+modules import only the standard library and typer, so ``plm --help`` answers at once.
+"""
+
+import sys
+from typing import Annotated
+
+import typer
+
+from plmcli import __version__, console
+from plmcli.commands import finetune, predict
+from plmcli.errors import RUNTIME_FAILURE, PlmError
+
+app = typer.Typer(
+    name="plm",
+    help="Take a BERT-style model through its life on your data: pretrain, finetune, predict.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("finetune", no_args_is_help=True)(finetune.finetune)
+app.command("predict")(predict.predict)
+
+_debug = False
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.out(f"plm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+) -> None:
+    """Take a BERT-style model through its life on your data: pretrain, finetune, predict."""
+    global _debug
+    _debug = debug
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning plm's errors into one line and an exit code."""
+    try:
+        app()
+    except PlmError as error:
+        if _debug:
+            raise
+        console.error(str(error))
+        sys.exit(error.exit_code)
+    except OSError as error:  # disk full, permission denied, a file vanishing mid-run
+        if _debug:
+            raise
+        console.error(f"{error.strerror or error}{f': {error.filename}' if error.filename else ''}")
+        sys.exit(RUNTIME_FAILURE)

@@ -1,0 +1,1 @@
+"""One module per command: check option combinations, build the config, call the engine, print."""

@@ -1,0 +1,84 @@
+"""`plm predict [TEXT...]`: classify texts with a fine-tuned model.
+
+Usage:
+    plm predict "This is a great movie!"
+    plm predict --file reviews.csv --format csv --output predictions.csv
+    cat texts.txt | plm predict --file - --format json --top-k 3
+"""
+
+from typing import Annotated, Optional
+
+import typer
+
+from plmcli import console
+from plmcli.config import PredictConfig
+from plmcli.options import (
+    Device,
+    DeviceOption,
+    OutputFormat,
+    OverwriteOption,
+    Precision,
+    PrecisionOption,
+    TextColumnOption,
+)
+
+
+def predict(
+    texts: Annotated[
+        Optional[list[str]], typer.Argument(help="Texts to classify.", show_default=False, metavar="[TEXT]...")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="A fine-tuned model directory (or Hugging Face id).")
+    ] = "runs/finetune",
+    file: Annotated[
+        Optional[str],
+        typer.Option(
+            "--file", "-f", help="Texts from a file: .txt (one per line), CSV/TSV/JSON/JSONL/Parquet, - for stdin."
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[str], typer.Option("--output", "-o", help="Write the results to this file instead of stdout.")
+    ] = None,
+    format: Annotated[
+        Optional[OutputFormat],
+        typer.Option(
+            help="table, json or csv. [default: from --output's extension, else table]", case_sensitive=False
+        ),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels per text, best first.")] = 1,
+    all_scores: Annotated[bool, typer.Option("--all-scores", help="Add a score column for every label.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 64,
+    max_length: Annotated[
+        Optional[int], typer.Option(min=8, help="Truncate texts to this many tokens. [default: the model's limit]")
+    ] = None,
+    text_column: TextColumnOption = None,
+    device: DeviceOption = Device.auto,
+    precision: PrecisionOption = Precision.auto,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Classify texts with a fine-tuned model (default: runs/finetune)."""
+    config = PredictConfig(
+        texts=texts or [],
+        file=file,
+        model=model,
+        output=output,
+        format=format.value if format else None,
+        top_k=top_k,
+        all_scores=all_scores,
+        batch_size=batch_size,
+        max_length=max_length,
+        text_column=text_column,
+        device=device.value,
+        precision=precision.value,
+        overwrite=overwrite,
+    )
+    from plmcli.inference import predict as run_predict
+    from plmcli.inference import render
+
+    result = run_predict(config)
+    if result.output is not None:
+        console.info(
+            f"Wrote {len(result.rows)} predictions to {result.output} ({result.texts_per_second:.0f} texts/s)."
+        )
+    else:
+        console.out(render(result).rstrip("\n"))

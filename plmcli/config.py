@@ -1,0 +1,103 @@
+"""One dataclass per command: plm's Python API, usable without the CLI.
+
+Each config checks its own values on construction and raises ``PlmError`` with the option
+name the user would type, so the CLI and Python callers get the same messages::
+
+    from plmcli.config import FinetuneConfig
+    from plmcli.training import finetune
+    result = finetune(FinetuneConfig(data="reviews.csv", epochs=1))
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from plmcli.errors import PlmError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+FORMATS = ("table", "json", "csv")
+DEFAULT_CLASSIFIER = "runs/finetune"  # where `plm finetune` writes and `plm predict` reads by default
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise PlmError(f"{name} must be one of {', '.join(choices)}; got '{value}'.")
+
+
+def _check_positive(name: str, value: Optional[float]) -> None:
+    if value is not None and value <= 0:
+        raise PlmError(f"{name} must be greater than 0; got {value}.")
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of `plm finetune`: train a sequence classifier on a labelled file."""
+
+    data: str  # CSV, TSV, JSON, JSONL or Parquet with a text and a label column
+    model: Optional[str] = None  # base model: None is the bundled MiniLM; else a local dir or a hub id
+    output: str = "runs/finetune"  # output directory
+    validation: Optional[str] = None  # a labelled file for validation; else a split of `data`
+    validation_split: float = 0.1  # share of `data` held out (stratified) when `validation` is None
+    text_column: Optional[str] = None  # None: detected
+    label_column: Optional[str] = None  # None: detected
+    max_length: int = 128  # tokens per text, [CLS] and [SEP] included
+    epochs: float = 3.0
+    batch_size: int = 32  # examples per step per device
+    lr: float = 5e-5  # peak learning rate of AdamW, linear decay after 6% warmup
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    seed: int = 42
+    max_train_samples: Optional[int] = None  # keep only the first N training rows (after the split)
+    device: str = "auto"
+    precision: str = "auto"
+    overwrite: bool = False
+    command: list[str] = field(default_factory=list)  # the command line, for the model card
+
+    def __post_init__(self) -> None:
+        if not 0 < self.validation_split < 1:
+            raise PlmError(f"--validation-split must be between 0 and 1 (a share); got {self.validation_split}.")
+        for name, value in (
+            ("--epochs", self.epochs),
+            ("--batch-size", self.batch_size),
+            ("--lr", self.lr),
+            ("--max-length", self.max_length),
+            ("--max-train-samples", self.max_train_samples),
+        ):
+            _check_positive(name, value)
+        _check_choice("--device", self.device, DEVICES)
+        _check_choice("--precision", self.precision, PRECISIONS)
+
+
+@dataclass
+class PredictConfig:
+    """Settings of `plm predict`: classify texts with a fine-tuned model."""
+
+    texts: list[str] = field(default_factory=list)  # texts given on the command line
+    file: Optional[str] = None  # txt (one text per line), CSV/TSV/JSON/JSONL/Parquet, or '-' for stdin
+    model: str = DEFAULT_CLASSIFIER
+    output: Optional[str] = None  # write results here instead of stdout
+    format: Optional[str] = None  # table, json or csv; None: from --output's extension, else table
+    top_k: int = 1  # labels shown per text, best first
+    all_scores: bool = False  # add one score column per label
+    batch_size: int = 64
+    max_length: Optional[int] = None  # None: the model's own limit
+    text_column: Optional[str] = None  # for tabular files; None: detected
+    device: str = "auto"
+    precision: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.texts and self.file:
+            raise PlmError("give texts as arguments or --file, not both.")
+        if not self.texts and not self.file:
+            raise PlmError("nothing to predict: give one or more texts, or --file PATH (- for stdin).")
+        for name, value in (
+            ("--top-k", self.top_k),
+            ("--batch-size", self.batch_size),
+            ("--max-length", self.max_length),
+        ):
+            _check_positive(name, value)
+        if self.format is not None:
+            _check_choice("--format", self.format, FORMATS)
+        _check_choice("--device", self.device, DEVICES)
+        _check_choice("--precision", self.precision, PRECISIONS)

@@ -1,0 +1,17 @@
+"""PlmError: a failure whose message is fit to show a user as is.
+
+Raised where the context is known ("missing column 'label' in reviews.csv; found: text, stars.
+Use --label-column to pick one."), turned into one ``Error: ...`` line and an exit code by
+``plmcli.cli.main``. Anything else that escapes is a bug and keeps its traceback.
+"""
+
+BAD_INPUT = 2  # a file, column, label or option the user must fix
+RUNTIME_FAILURE = 1  # disk full, a broken model file, a failed download
+
+
+class PlmError(Exception):
+    """A user-facing failure; ``exit_code`` is 2 for bad input, 1 for a runtime or I/O failure."""
+
+    def __init__(self, message: str, exit_code: int = BAD_INPUT) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

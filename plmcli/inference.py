@@ -1,0 +1,155 @@
+"""Batched prediction with a fine-tuned classifier.
+
+Texts are tokenised once, sorted by length and run in batches under ``torch.inference_mode``
+(each batch pads only to its own longest text), then put back in input order; the labels do
+not depend on the batch size. A table given as input comes back whole, with the predicted
+label and score added to each row.
+"""
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from plmcli import console, data, modeling
+from plmcli.config import DEFAULT_CLASSIFIER, PredictConfig
+from plmcli.errors import PlmError
+from plmcli.outputs import check_output_file, write_text_atomic
+
+FORMAT_BY_SUFFIX = {".csv": "csv", ".json": "json", ".jsonl": "json"}
+
+
+@dataclass
+class PredictResult:
+    """Predictions in input order, ready to render."""
+
+    rows: list[dict]  # one per text: the input columns (or 'text'), then label, score, ...
+    columns: list[str]  # every column, in order (csv and json)
+    shown_columns: list[str]  # the columns the table shows
+    format: str  # table, json or csv
+    output: Optional[Path]  # the file written, or None for stdout
+    truncated: int  # texts cut to the model's limit
+    texts_per_second: float
+
+
+def classify(
+    texts: list[str], tokenizer, model, batch_size: int, max_length: int, device: str, precision: str
+) -> tuple[np.ndarray, int]:
+    """Class probabilities (texts, labels) in input order, and how many texts were truncated."""
+    import torch
+
+    encodings = tokenizer(texts, truncation=True, max_length=max_length)
+    truncated = sum(1 for encoding in encodings.encodings if encoding.overflowing)
+    input_ids = encodings["input_ids"]
+    token_type_ids = encodings.get("token_type_ids")
+    order = sorted(range(len(texts)), key=lambda i: len(input_ids[i]), reverse=True)
+    probabilities = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    model.to(device)
+    with torch.inference_mode(), torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = len(input_ids[batch[0]])  # the longest in this batch: texts are sorted longest first
+            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            types = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, index in enumerate(batch):
+                length = len(input_ids[index])
+                ids[row, :length] = torch.tensor(input_ids[index])
+                mask[row, :length] = 1
+                if token_type_ids is not None:
+                    types[row, :length] = torch.tensor(token_type_ids[index])
+            inputs = {"input_ids": ids, "attention_mask": mask}
+            if token_type_ids is not None:
+                inputs["token_type_ids"] = types
+            logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits  # (batch, labels)
+            probabilities[batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return probabilities, truncated
+
+
+def _output_format(config: PredictConfig) -> str:
+    if config.format is not None:
+        return config.format
+    if config.output is not None:
+        return FORMAT_BY_SUFFIX.get(Path(config.output).suffix.lower(), "table")
+    return "table"
+
+
+def predict(config: PredictConfig) -> PredictResult:
+    """Classify the texts of ``config`` and render (or write) the results."""
+    if config.model == DEFAULT_CLASSIFIER and not Path(DEFAULT_CLASSIFIER).exists():
+        raise PlmError(f"no model at {DEFAULT_CLASSIFIER}; train one with `plm finetune DATA`, or pass --model.")
+    output = check_output_file(config.output, config.overwrite) if config.output else None
+    if config.file is not None:
+        texts, table, text_column = data.read_texts(config.file, config.text_column)
+    else:
+        texts, table, text_column = list(config.texts), None, None
+    device = modeling.choose_device(config.device)
+    precision = modeling.choose_precision(config.precision, device)
+    modeling.quiet_libraries()
+    tokenizer, model = modeling.load_classifier(config.model)
+    limit = modeling.model_limit(tokenizer, model)
+    max_length = min(config.max_length or limit, limit)
+
+    started = time.perf_counter()
+    probabilities, truncated = classify(texts, tokenizer, model, config.batch_size, max_length, device, precision)
+    elapsed = time.perf_counter() - started
+    if truncated:
+        console.warn(f"{truncated} of {len(texts)} texts were longer than {max_length} tokens and were truncated.")
+
+    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    input_columns = list(table.columns) if table is not None else ["text"]
+    # An input table with its own label (or score) column keeps it; the predictions get a prefix.
+    prefix = "predicted_" if {"label", "score"} & set(input_columns) else ""
+    label_column, score_column = f"{prefix}label", f"{prefix}score"
+    if prefix:
+        console.info(
+            f"The input has its own label or score column; predictions are in '{label_column}' and '{score_column}'."
+        )
+    top_k = min(config.top_k, len(label_names))
+    extra = [name for k in range(2, top_k + 1) for name in (f"label_{k}", f"score_{k}")]
+    extra += [f"score_{name}" for name in label_names] if config.all_scores else []
+    records = table.to_dict("records") if table is not None else [{"text": text} for text in texts]
+    rows = []
+    for record, probs in zip(records, probabilities):
+        ranked = np.argsort(-probs, kind="stable")[:top_k]
+        row = dict(record)
+        row[label_column], row[score_column] = label_names[ranked[0]], float(probs[ranked[0]])
+        for k, index in enumerate(ranked[1:], start=2):
+            row[f"label_{k}"], row[f"score_{k}"] = label_names[index], float(probs[index])
+        if config.all_scores:
+            row.update({f"score_{name}": float(p) for name, p in zip(label_names, probs)})
+        rows.append(row)
+    columns = input_columns + [label_column, score_column] + extra
+    shown = [text_column or "text", label_column, score_column] + extra
+    result = PredictResult(
+        rows, columns, shown, _output_format(config), output, truncated, len(texts) / max(elapsed, 1e-9)
+    )
+    if output is not None:
+        write_text_atomic(output, render(result))
+    return result
+
+
+def render(result: PredictResult) -> str:
+    """The predictions as a table, JSON (a list of objects) or CSV text."""
+    if result.format == "json":
+        return (
+            json.dumps([{c: row.get(c) for c in result.columns} for row in result.rows], ensure_ascii=False, indent=1)
+            + "\n"
+        )
+    if result.format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=result.columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in result.rows:
+            writer.writerow({c: f"{v:.6f}" if isinstance(v, float) else v for c, v in row.items()})
+        return buffer.getvalue()
+    body = [
+        [f"{row[c]:.4f}" if isinstance(row[c], float) else row[c] for c in result.shown_columns] for row in result.rows
+    ]
+    return console.format_table(result.shown_columns, body) + "\n"

@@ -1,0 +1,85 @@
+"""Writing results without losing anything: refuse to clobber, stage, then rename into place.
+
+A model directory is built in a hidden staging directory beside its final place and renamed
+into place only when complete, so a crash, a full disk or Ctrl-C never leaves a half-written
+model under the final name, and ``--overwrite`` keeps the old model until the new one is whole.
+"""
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from plmcli.errors import PlmError
+
+
+def check_output_dir(output: str, overwrite: bool) -> Path:
+    """The output directory, refused when it is a file, or non-empty without ``overwrite``."""
+    path = Path(output)
+    if path.exists() and not path.is_dir():
+        raise PlmError(f"--output {output} is a file; expected a directory.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise PlmError(
+            f"{output} already exists and is not empty; pass --overwrite to replace it, or choose another --output."
+        )
+    return path
+
+
+def check_output_file(output: str, overwrite: bool) -> Path:
+    """An output file that may be written: not a directory, not an existing file unless ``overwrite``."""
+    path = Path(output)
+    if path.is_dir():
+        raise PlmError(f"--output {output} is a directory; expected a file name.")
+    if path.exists() and not overwrite:
+        raise PlmError(f"{output} already exists; pass --overwrite to replace it, or choose another --output.")
+    if not path.parent.is_dir():
+        raise PlmError(f"cannot write {output}: directory {path.parent} does not exist.")
+    return path
+
+
+@contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """Yield an empty staging directory; on success it replaces ``final``, on failure it is removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield staging
+        _finish_tree(staging)
+        if final.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.replace(final, backup / final.name)
+            os.replace(staging, final)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file through a temporary sibling, so readers see the old file or the new one, never half."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _finish_tree(directory: Path) -> None:
+    """Flush every file to disk and give the tree the usual permissions (mkdtemp makes it private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+        if path.is_file():
+            with open(path, "rb") as stream:
+                os.fsync(stream.fileno())

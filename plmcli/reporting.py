@@ -1,0 +1,65 @@
+"""What a run leaves beside its weights: metrics.json and a model card (README.md)."""
+
+import json
+import shlex
+from pathlib import Path
+
+from plmcli import __version__
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Write a JSON report, pretty-printed, UTF-8, ending with a newline."""
+    path.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _metrics_table(report: dict) -> str:
+    lines = ["| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for name, row in report["per_class"].items():
+        lines.append(f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |")
+    return "\n".join(lines)
+
+
+def write_finetune_card(directory: Path, config, base_name: str, labelled, metrics: dict) -> None:
+    """A model card that says what the model is, what it was trained on, how well it does, how to use it."""
+    validation = metrics["validation"]
+    validation_source = config.validation or f"{config.validation_split:.0%} of the training file, stratified"
+    command = " ".join(shlex.quote(part) for part in config.command) if config.command else "(Python API)"
+    text = f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [plm, text-classification]
+---
+
+# Text classifier fine-tuned with plm
+
+A `BertForSequenceClassification`-style model fine-tuned from **{base_name}** by plm {__version__}.
+
+## Data
+- Training file: `{config.data}` ({metrics["train"]["samples"]} rows used), text column `{labelled.columns.text}`, \
+label column `{labelled.columns.label}`
+- Validation: {validation_source} ({metrics["validation_samples"]} rows)
+- Labels ({len(labelled.label_names)}): {", ".join(f"`{name}`" for name in labelled.label_names)}
+
+## Training
+- Command: `{command}`
+- Epochs {config.epochs}, batch size {config.batch_size}, learning rate {config.lr}, max length \
+{config.max_length}, seed {config.seed}, {metrics["device"]}, {metrics["precision"]}
+- {metrics["train"]["steps"]} steps in {metrics["train"]["runtime_seconds"]} s \
+({metrics["train"]["samples_per_second"]} samples/s), final training loss {metrics["train"]["loss"]:.4f}
+
+## Validation metrics
+- Accuracy **{validation["accuracy"]:.4f}**, macro-F1 **{validation["macro_f1"]:.4f}**, weighted-F1 \
+{validation["weighted_f1"]:.4f}, loss {validation["loss"]:.4f}
+
+{_metrics_table(validation)}
+
+## Use
+```
+plm predict --model {config.output} "some text"
+```
+```python
+from transformers import pipeline
+classify = pipeline("text-classification", model="{config.output}")
+```
+"""
+    (directory / "README.md").write_text(text, encoding="utf-8")

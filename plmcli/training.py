@@ -1,0 +1,193 @@
+"""Config -> TrainingArguments + Trainer: fine-tuning a sequence classifier.
+
+Everything a user can get wrong (files, columns, labels, the model, the output directory) is
+checked before the first weight is loaded or the first file written. Training runs in the
+HF Trainer with dynamic padding and length-grouped batches (each batch holds texts of similar
+length, so little compute goes to padding); the model is written to a staging directory and
+renamed into place when complete.
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plmcli import console, data, modeling, reporting
+from plmcli.config import FinetuneConfig
+from plmcli.outputs import check_output_dir, staged_dir
+
+
+@dataclass
+class FinetuneResult:
+    """What a finetune run produced: where the model is and how well it does on validation."""
+
+    output: Path
+    metrics: dict  # metrics.json's content
+    label_names: list[str]
+    train_samples: int
+    validation_samples: int
+    train_runtime: float  # seconds
+    train_samples_per_second: float
+    device: str
+    precision: str
+    notes: list[str] = field(default_factory=list)  # what the summary should point out
+
+
+def _progress_callback():
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class ProgressBar(TrainerCallback):
+        """One training bar on stderr with the latest loss, instead of the Trainer's printed log dicts."""
+
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.bar = tqdm(
+                    total=state.max_steps, desc="Training", unit="step", file=sys.stderr, dynamic_ncols=True
+                )
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            if self.bar is not None and logs and "eval_accuracy" in logs:
+                self.bar.write(
+                    f"epoch {logs.get('epoch', 0):.0f}: validation accuracy {logs['eval_accuracy']:.4f}, "
+                    f"macro-F1 {logs['eval_macro_f1']:.4f}, loss {logs['eval_loss']:.4f}"
+                )
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
+    return ProgressBar()
+
+
+def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, precision: str):
+    """The Trainer's arguments for a fine-tuning run."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size * 2,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the total steps
+        lr_scheduler_type="linear",
+        num_train_epochs=config.epochs,
+        eval_strategy="epoch" if config.epochs > 1 else "no",  # the final evaluation always runs
+        save_strategy="no",  # the finished model is written once, complete, by plm
+        logging_strategy="steps",
+        logging_steps=0.05,  # a loss point every 5% of training
+        train_sampling_strategy="group_by_length",  # batches of similar lengths: little padding
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        disable_tqdm=True,  # plm's own progress bar replaces the printed log dicts
+        report_to="none",
+    )
+
+
+def finetune(config: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune a sequence classifier on a labelled file and write it to ``config.output``."""
+    output = check_output_dir(config.output, config.overwrite)
+    source = modeling.resolve(config.model)
+    labelled = data.load_classification(
+        config.data,
+        config.validation,
+        config.validation_split,
+        config.seed,
+        config.text_column,
+        config.label_column,
+        config.max_train_samples,
+    )
+    console.info(
+        f"Data: {len(labelled.train_texts)} training and {len(labelled.validation_texts)} validation rows; "
+        f"text column '{labelled.columns.text}', label column '{labelled.columns.label}'; "
+        f"{len(labelled.label_names)} labels: {', '.join(labelled.label_names[:10])}"
+        f"{' ...' if len(labelled.label_names) > 10 else ''}"
+    )
+    if labelled.dropped_rows:
+        console.warn(f"skipped {labelled.dropped_rows} rows with an empty text or label.")
+    device = modeling.choose_device(config.device)
+    precision = modeling.choose_precision(config.precision, device)
+
+    modeling.quiet_libraries(with_datasets=True)
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, set_seed
+
+    from plmcli.metrics import classification_report, trainer_metrics
+
+    tokenizer = modeling.load_tokenizer(source)
+    train_set, train_truncated = data.tokenize(
+        labelled.train_texts, labelled.train_labels, tokenizer, config.max_length
+    )
+    validation_set, validation_truncated = data.tokenize(
+        labelled.validation_texts, labelled.validation_labels, tokenizer, config.max_length
+    )
+    notes = []
+    if train_truncated or validation_truncated:
+        notes.append(
+            f"{train_truncated + validation_truncated} texts were longer than --max-length "
+            f"{config.max_length} tokens and were truncated."
+        )
+        console.warn(notes[-1])
+    set_seed(config.seed)  # the new head's initial weights come from this seed too
+    model = modeling.load_for_classification(source, labelled.label_names)
+    console.info(
+        f"Model: {source.name} with a new {len(labelled.label_names)}-label classification head; "
+        f"{device}, {precision}."
+    )
+
+    with staged_dir(output) as staging:
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(config, staging, device, precision),
+            train_dataset=train_set,
+            eval_dataset=validation_set,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
+            compute_metrics=trainer_metrics(labelled.label_names),
+            callbacks=[_progress_callback()],
+        )
+        trainer.remove_callback(PrinterCallback)
+        train_output = trainer.train()
+        prediction = trainer.predict(validation_set)
+        report = classification_report(prediction.predictions.argmax(-1), prediction.label_ids, labelled.label_names)
+        metrics = {
+            "validation": {"loss": float(prediction.metrics["test_loss"]), **report},
+            "train": {
+                "loss": float(train_output.training_loss),
+                "samples": len(train_set),
+                "epochs": config.epochs,
+                "steps": train_output.global_step,
+                "runtime_seconds": round(train_output.metrics["train_runtime"], 2),
+                "samples_per_second": round(train_output.metrics["train_samples_per_second"], 2),
+            },
+            "validation_samples": len(validation_set),
+            "truncated_texts": {"train": train_truncated, "validation": validation_truncated},
+            "device": device,
+            "precision": precision,
+        }
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        reporting.write_json(staging / "metrics.json", metrics)
+        reporting.write_finetune_card(staging, config, source.name, labelled, metrics)
+    return FinetuneResult(
+        output=output,
+        metrics=metrics,
+        label_names=labelled.label_names,
+        train_samples=len(train_set),
+        validation_samples=len(validation_set),
+        train_runtime=metrics["train"]["runtime_seconds"],
+        train_samples_per_second=metrics["train"]["samples_per_second"],
+        device=device,
+        precision=precision,
+        notes=notes,
+    )

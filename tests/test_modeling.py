@@ -1,0 +1,50 @@
+"""plmcli.modeling: resolving --model and choosing device and precision."""
+
+import pytest
+
+from plmcli import modeling
+from plmcli.errors import PlmError
+
+
+def test_default_is_the_bundled_model():
+    source = modeling.resolve(None)
+    assert source.local and (modeling.bundled_model_dir() / "model.safetensors").is_file()
+    assert modeling.read_config(source.location)["hidden_size"] == 384
+
+
+def test_hub_ids_and_local_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert modeling.resolve("bert-base-uncased") == modeling.ModelSource(
+        "bert-base-uncased", "bert-base-uncased", local=False
+    )
+    assert not modeling.resolve("google-bert/bert-base-uncased").local
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(PlmError, match="model directory not found: runs/finetune"):
+        modeling.resolve("runs/finetune")
+    with pytest.raises(PlmError, match="model directory not found: ./model"):
+        modeling.resolve("./model")
+    with pytest.raises(PlmError, match="neither a local model directory nor a Hugging Face model id"):
+        modeling.resolve("bad id with spaces")
+
+
+def test_broken_config_is_a_runtime_failure(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(PlmError) as caught:
+        modeling.read_config(str(tmp_path))
+    assert caught.value.exit_code == 1 and "is not valid JSON" in str(caught.value)
+
+
+def test_cpu_precision_choices():
+    assert modeling.choose_device("cpu") == "cpu"
+    assert modeling.choose_precision("auto", "cpu") == "fp32"
+    assert modeling.choose_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(PlmError, match="--precision fp16 needs a CUDA GPU"):
+        modeling.choose_precision("fp16", "cpu")
+
+
+def test_missing_gpu_is_one_line(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PlmError, match="--device cuda: torch sees no CUDA GPU"):
+        modeling.choose_device("cuda")
