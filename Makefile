@@ -27,9 +27,8 @@ test-slow: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
 
 demo: install
-	rm -rf runs/demo-finetune
-	HF_HUB_OFFLINE=1 $(BIN)/plm finetune demo/sentiment.csv --output runs/demo-finetune --epochs 4 --lr 1e-4
-	HF_HUB_OFFLINE=1 $(BIN)/plm predict --model runs/demo-finetune "This is a great movie!"
+	HF_HUB_OFFLINE=1 $(BIN)/plm finetune demo/sentiment.csv --output runs/demo --overwrite --epochs 5 --lr 1e-4
+	HF_HUB_OFFLINE=1 $(BIN)/plm predict --model runs/demo "This is a great movie!"
 
 lint: install
 	$(BIN)/ruff check plmcli tests bench

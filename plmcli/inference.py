@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from plmcli import console, data, modeling
+from plmcli import console, modeling
 from plmcli.config import DEFAULT_CLASSIFIER, PredictConfig
 from plmcli.errors import PlmError
 from plmcli.outputs import check_output_file, write_text_atomic
@@ -84,8 +84,11 @@ def predict(config: PredictConfig) -> PredictResult:
     """Classify the texts of ``config`` and render (or write) the results."""
     if config.model == DEFAULT_CLASSIFIER and not Path(DEFAULT_CLASSIFIER).exists():
         raise PlmError(f"no model at {DEFAULT_CLASSIFIER}; train one with `plm finetune DATA`, or pass --model.")
-    output = check_output_file(config.output, config.overwrite) if config.output else None
+    inputs = (config.file,) if config.file else ()
+    output = check_output_file(config.output, config.overwrite, inputs) if config.output else None
     if config.file is not None:
+        from plmcli import data  # pandas: only when reading a file
+
         texts, table, text_column = data.read_texts(config.file, config.text_column)
     else:
         texts, table, text_column = list(config.texts), None, None
@@ -93,6 +96,7 @@ def predict(config: PredictConfig) -> PredictResult:
     precision = modeling.choose_precision(config.precision, device)
     modeling.quiet_libraries()
     tokenizer, model = modeling.load_classifier(config.model)
+    modeling.score_first_token_only(model)
     limit = modeling.model_limit(tokenizer, model)
     max_length = min(config.max_length or limit, limit)
 

@@ -220,3 +220,51 @@ def quiet_libraries(with_datasets: bool = False) -> None:
 
         datasets.logging.set_verbosity_error()
         datasets.disable_progress_bars()
+
+
+def score_first_token_only(model) -> bool:
+    """Make a BERT classifier's last layer compute only the [CLS] position, the one its head reads.
+
+    The pooler and classifier of ``BertForSequenceClassification`` use the last layer's output at
+    position 0 alone, yet a standard forward computes the query, attention output and feed-forward
+    of the last layer for every token. Here the last layer attends from [CLS] only (keys and values
+    still cover every token), so logits and gradients are the same and about 1/7 of a 6-layer
+    encoder's work is skipped. Only the forward of that layer object changes: the weights, the
+    config and the saved model stay standard. Returns False, changing nothing, for other models.
+    """
+    import torch.nn.functional as F
+
+    if type(model).__name__ != "BertForSequenceClassification" or model.config._attn_implementation not in (
+        "sdpa",
+        "eager",
+    ):
+        return False
+    layer = model.bert.encoder.layer[-1]
+    attention = layer.attention.self
+    if getattr(attention, "is_causal", False) or layer.add_cross_attention:
+        return False
+
+    def forward(hidden_states, attention_mask=None, *args, **kwargs):
+        batch, length, _ = hidden_states.shape
+        heads, size = attention.num_attention_heads, attention.attention_head_size
+        first = hidden_states[:, :1]  # (batch, 1, hidden)
+        query = attention.query(first).view(batch, 1, heads, size).transpose(1, 2)  # (batch, heads, 1, size)
+        key = (
+            attention.key(hidden_states).view(batch, length, heads, size).transpose(1, 2)
+        )  # (batch, heads, len, size)
+        value = attention.value(hidden_states).view(batch, length, heads, size).transpose(1, 2)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            attention_mask = attention_mask[:, :, :1, :]  # (batch, 1, 1, len): [CLS]'s row
+        context = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            dropout_p=attention.dropout.p if attention.training else 0.0,
+            scale=attention.scaling,
+        )
+        context = context.transpose(1, 2).reshape(batch, 1, heads * size)  # (batch, 1, hidden)
+        return layer.feed_forward_chunk(layer.attention.output(context, first))  # (batch, 1, hidden)
+
+    layer.forward = forward
+    return True

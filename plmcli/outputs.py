@@ -15,21 +15,39 @@ from pathlib import Path
 from plmcli.errors import PlmError
 
 
-def check_output_dir(output: str, overwrite: bool) -> Path:
-    """The output directory, refused when it is a file, or non-empty without ``overwrite``."""
+def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = ()) -> Path:
+    """The output directory, refused when it is a file, or non-empty without ``overwrite``.
+
+    ``--overwrite`` replaces only a model directory (one with a config.json), never the working
+    directory, one of its parents, or a directory that holds one of ``inputs``.
+    """
     path = Path(output)
     if path.exists() and not path.is_dir():
         raise PlmError(f"--output {output} is a file; expected a directory.")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    if not path.is_dir() or not any(path.iterdir()):
+        return path
+    if not overwrite:
         raise PlmError(
             f"{output} already exists and is not empty; pass --overwrite to replace it, or choose another --output."
+        )
+    resolved, cwd = path.resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise PlmError(f"--output {output} is the working directory or one of its parents; choose another --output.")
+    for item in inputs:
+        if item != "-" and resolved in Path(item).resolve().parents:
+            raise PlmError(f"--output {output} holds the input {item}; choose another --output.")
+    if not (path / "config.json").is_file():
+        raise PlmError(
+            f"--overwrite replaces only a model directory, and {output} has no config.json; choose another --output."
         )
     return path
 
 
-def check_output_file(output: str, overwrite: bool) -> Path:
-    """An output file that may be written: not a directory, not an existing file unless ``overwrite``."""
+def check_output_file(output: str, overwrite: bool, inputs: tuple[str, ...] = ()) -> Path:
+    """An output file that may be written: not a directory, not an input, not an existing file unless ``overwrite``."""
     path = Path(output)
+    if any(item != "-" and Path(item).resolve() == path.resolve() for item in inputs):
+        raise PlmError(f"--output {output} is the input file; choose another --output.")
     if path.is_dir():
         raise PlmError(f"--output {output} is a directory; expected a file name.")
     if path.exists() and not overwrite:

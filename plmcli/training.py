@@ -97,8 +97,9 @@ def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, pr
 
 def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Fine-tune a sequence classifier on a labelled file and write it to ``config.output``."""
-    output = check_output_dir(config.output, config.overwrite)
     source = modeling.resolve(config.model)
+    inputs = tuple(item for item in (config.data, config.validation) if item)
+    output = check_output_dir(config.output, config.overwrite, inputs + ((source.location,) if source.local else ()))
     labelled = data.load_classification(
         config.data,
         config.validation,
@@ -140,6 +141,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         console.warn(notes[-1])
     set_seed(config.seed)  # the new head's initial weights come from this seed too
     model = modeling.load_for_classification(source, labelled.label_names)
+    modeling.score_first_token_only(model)
     console.info(
         f"Model: {source.name} with a new {len(labelled.label_names)}-label classification head; "
         f"{device}, {precision}."

@@ -27,8 +27,8 @@ def test_predict_json_with_top_k_and_all_scores(cli, tiny_classifier):
         "--top-k",
         "2",
         "--all-scores",
-        "the best movie",
-        "the worst movie",
+        "the best brilliant movie",
+        "the worst dull movie",
     )
     assert run.exit_code == 0, run.stderr
     rows = json.loads(run.stdout)

@@ -48,3 +48,48 @@ def test_missing_gpu_is_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(PlmError, match="--device cuda: torch sees no CUDA GPU"):
         modeling.choose_device("cuda")
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_first_token_scoring_gives_the_same_logits_and_gradients(attention):
+    import copy
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=3,
+        attn_implementation=attention,
+    )
+    standard = BertForSequenceClassification(config).train()
+    fast = copy.deepcopy(standard)
+    assert modeling.score_first_token_only(fast)
+    ids = torch.randint(5, 50, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 5:], mask[3, 2:] = 0, 0  # padded rows
+    labels = torch.tensor([0, 1, 2, 1])
+    outputs = [model(input_ids=ids, attention_mask=mask, labels=labels) for model in (standard, fast)]
+    for output in outputs:
+        output.loss.backward()
+    torch.testing.assert_close(outputs[1].logits, outputs[0].logits, rtol=0, atol=1e-6)
+    for (name, a), b in zip(standard.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-6, msg=name)
+    assert list(fast.state_dict()) == list(standard.state_dict())
+
+
+def test_first_token_scoring_leaves_other_models_alone():
+    from transformers import BertConfig, BertForMaskedLM
+
+    model = BertForMaskedLM(
+        BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    )
+    assert not modeling.score_first_token_only(model)
+    assert "forward" not in vars(model.bert.encoder.layer[-1])

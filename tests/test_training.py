@@ -68,18 +68,44 @@ def test_validation_file_and_integer_labels(cli, tiny_base, tmp_path):
 
 def test_non_empty_output_is_refused_then_replaced_with_overwrite(cli, tiny_base, sentiment_csv, tmp_path):
     output = tmp_path / "out"
-    output.mkdir()
-    (output / "keep.txt").write_text("precious")
+    assert cli("finetune", sentiment_csv, "--model", tiny_base, "--output", output, *FAST).exit_code == 0
+    (output / "notes.txt").write_text("mine")
+    before = snapshot(output)
     run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", output, *FAST)
     assert run.exit_code == 2
     assert run.error_line == (
         f"Error: {output} already exists and is not empty; pass --overwrite to replace it, or choose another --output."
     )
-    assert snapshot(output) == {"keep.txt": b"precious"}
-    run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", output, "--overwrite", *FAST)
+    assert snapshot(output) == before
+    run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", output, "--overwrite", "--seed", "3", *FAST)
     assert run.exit_code == 0, run.stderr
-    assert (output / "model.safetensors").exists() and not (output / "keep.txt").exists()
+    assert (output / "model.safetensors").exists() and not (output / "notes.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "reviews.csv"]  # no staging or backup left
+
+
+def test_overwrite_never_replaces_what_is_not_a_model(cli, tiny_base, sentiment_csv, tmp_path, monkeypatch):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("years of work")
+    run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", folder, "--overwrite", *FAST)
+    assert (run.exit_code, run.error_line) == (
+        2,
+        f"Error: --overwrite replaces only a model directory, and {folder} has no config.json; "
+        "choose another --output.",
+    )
+    assert snapshot(folder) == {"thesis.tex": b"years of work"}
+    (tmp_path / "config.json").write_text("{}")
+    run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", tmp_path, "--overwrite", *FAST)
+    assert (run.exit_code, run.error_line) == (
+        2,
+        f"Error: --output {tmp_path} holds the input {sentiment_csv}; choose another --output.",
+    )
+    monkeypatch.chdir(folder)
+    run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", ".", "--overwrite", *FAST)
+    assert (
+        run.error_line == "Error: --output . is the working directory or one of its parents; choose another --output."
+    )
+    assert snapshot(folder) == {"thesis.tex": b"years of work"}
 
 
 @pytest.mark.parametrize(
@@ -170,3 +196,39 @@ def test_pickle_only_model_is_refused(cli, tiny_base, sentiment_csv, tmp_path):
         f"Error: {pickled} has no safetensors weights; plm loads only model.safetensors "
         "(pickled .bin files can run code)."
     )
+
+
+def test_hub_id_loads_from_the_local_hugging_face_cache(tiny_base, sentiment_csv, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--plm-test--tiny-bert"
+    snapshot_dir = repo / "snapshots" / revision
+    snapshot_dir.mkdir(parents=True)
+    for path in tiny_base.iterdir():
+        (snapshot_dir / path.name).write_bytes(path.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plmcli",
+            "finetune",
+            str(sentiment_csv),
+            "--model",
+            "plm-test/tiny-bert",
+            "--output",
+            str(tmp_path / "out"),
+            *FAST,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Model: plm-test/tiny-bert with a new 2-label classification head" in result.stderr
+    assert "fine-tuned from **plm-test/tiny-bert**" in (tmp_path / "out" / "README.md").read_text()
