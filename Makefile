@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo lint clean
+.PHONY: install test test-slow demo bench lint clean
 
 install: $(STAMP)
 
@@ -27,8 +27,12 @@ test-slow: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/plm finetune demo/sentiment.csv --output runs/demo --overwrite --epochs 5 --lr 1e-4
+	HF_HUB_OFFLINE=1 $(BIN)/plm finetune demo/sentiment.csv --output runs/demo --overwrite --epochs 5
 	HF_HUB_OFFLINE=1 $(BIN)/plm predict --model runs/demo "This is a great movie!"
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/finetune_vs_hf.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/predict_vs_pipeline.py
 
 lint: install
 	$(BIN)/ruff check plmcli tests bench

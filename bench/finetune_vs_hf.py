@@ -25,6 +25,7 @@ from plmcli.data import load_classification
 from plmcli.training import finetune
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+MODEL_OUT = Path(__file__).resolve().parent / "out" / "sst2-plm"  # kept for bench/predict_vs_pipeline.py
 
 
 def plain_hf(texts, labels, dev_texts, dev_labels, output_dir: str, seed: int = 42) -> dict:
@@ -93,7 +94,7 @@ def run_plm(samples: int, output_dir: str) -> dict:
         )
     )
     return {
-        "samples_per_second": result.train_samples_per_second,
+        "samples_per_second": result.metrics["train"]["samples_per_second"],
         "accuracy": result.metrics["validation"]["accuracy"],
     }
 
@@ -112,7 +113,7 @@ def main() -> None:
     results = {"plm": [], "hf": []}
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
-            results["plm"].append(run_plm(args.samples, f"{scratch}/plm"))
+            results["plm"].append(run_plm(args.samples, str(MODEL_OUT)))
             print("plm", results["plm"][-1], flush=True)
             results["hf"].append(plain_hf(texts, labels, dev_texts, dev_labels, f"{scratch}/hf"))
             print("hf ", results["hf"][-1], flush=True)

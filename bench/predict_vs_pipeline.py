@@ -6,7 +6,7 @@ for loading and classifying at its default batch size (1), the way it is usually
 Runs alternate; medians are reported, with the share of labels on which both agree.
 
 Usage:
-    python bench/predict_vs_pipeline.py MODEL_DIR [--repeats 3]
+    python bench/predict_vs_pipeline.py [MODEL_DIR] [--repeats 3]   (default: the model finetune_vs_hf.py wrote)
 """
 
 import argparse
@@ -44,7 +44,7 @@ def run_pipeline(model: str, texts: list[str]) -> tuple[float, list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
+    parser.add_argument("model", nargs="?", default=str(Path(__file__).resolve().parent / "out" / "sst2-plm"))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     texts = read_table(str(DEV))["content"].tolist()

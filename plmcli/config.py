@@ -19,6 +19,17 @@ FORMATS = ("table", "json", "csv")
 DEFAULT_CLASSIFIER = "runs/finetune"  # where `plm finetune` writes and `plm predict` reads by default
 
 
+def default_learning_rate(hidden_size: int) -> float:
+    """The peak learning rate for an encoder of this width: small encoders (MiniLM, TinyBERT) want more.
+
+    On SST-2 (4,000 rows, 1 epoch) the bundled 384-wide MiniLM reached 0.81-0.82 dev accuracy at 1e-4
+    against 0.77-0.79 at 5e-5; BERT-base is tuned in 2e-5..5e-5 and BERT-large is unstable above 2e-5.
+    """
+    if hidden_size < 768:
+        return 1e-4
+    return 5e-5 if hidden_size < 1024 else 2e-5
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise PlmError(f"{name} must be one of {', '.join(choices)}; got '{value}'.")
@@ -43,7 +54,7 @@ class FinetuneConfig:
     max_length: int = 128  # tokens per text, [CLS] and [SEP] included
     epochs: float = 3.0
     batch_size: int = 32  # examples per step per device
-    lr: float = 5e-5  # peak learning rate of AdamW, linear decay after 6% warmup
+    lr: Optional[float] = None  # peak AdamW learning rate; None: by encoder width (see default_learning_rate)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     seed: int = 42

@@ -42,8 +42,8 @@ label column `{labelled.columns.label}`
 
 ## Training
 - Command: `{command}`
-- Epochs {config.epochs}, batch size {config.batch_size}, learning rate {config.lr}, max length \
-{config.max_length}, seed {config.seed}, {metrics["device"]}, {metrics["precision"]}
+- Epochs {config.epochs}, batch size {config.batch_size}, learning rate {metrics["train"]["learning_rate"]:g}, \
+max length {config.max_length}, seed {config.seed}, {metrics["device"]}, {metrics["precision"]}
 - {metrics["train"]["steps"]} steps in {metrics["train"]["runtime_seconds"]} s \
 ({metrics["train"]["samples_per_second"]} samples/s), final training loss {metrics["train"]["loss"]:.4f}
 

@@ -12,23 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plmcli import console, data, modeling, reporting
-from plmcli.config import FinetuneConfig
+from plmcli.config import FinetuneConfig, default_learning_rate
 from plmcli.outputs import check_output_dir, staged_dir
 
 
 @dataclass
 class FinetuneResult:
-    """What a finetune run produced: where the model is and how well it does on validation."""
+    """What a finetune run produced: where the model is and what metrics.json says about it."""
 
     output: Path
     metrics: dict  # metrics.json's content
-    label_names: list[str]
-    train_samples: int
-    validation_samples: int
-    train_runtime: float  # seconds
-    train_samples_per_second: float
-    device: str
-    precision: str
     notes: list[str] = field(default_factory=list)  # what the summary should point out
 
 
@@ -67,7 +60,7 @@ def _progress_callback():
     return ProgressBar()
 
 
-def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, precision: str):
+def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, precision: str, lr: float):
     """The Trainer's arguments for a fine-tuning run."""
     from transformers import TrainingArguments
 
@@ -75,7 +68,7 @@ def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, pr
         output_dir=str(output_dir),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size * 2,
-        learning_rate=config.lr,
+        learning_rate=lr,
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the total steps
         lr_scheduler_type="linear",
@@ -142,15 +135,16 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     set_seed(config.seed)  # the new head's initial weights come from this seed too
     model = modeling.load_for_classification(source, labelled.label_names)
     modeling.score_first_token_only(model)
+    lr = config.lr or default_learning_rate(model.config.hidden_size)
     console.info(
         f"Model: {source.name} with a new {len(labelled.label_names)}-label classification head; "
-        f"{device}, {precision}."
+        f"{device}, {precision}, learning rate {lr:g}{'' if config.lr else ' (default for its width)'}."
     )
 
     with staged_dir(output) as staging:
         trainer = Trainer(
             model=model,
-            args=training_arguments(config, staging, device, precision),
+            args=training_arguments(config, staging, device, precision, lr),
             train_dataset=train_set,
             eval_dataset=validation_set,
             data_collator=DataCollatorWithPadding(tokenizer),
@@ -168,6 +162,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 "loss": float(train_output.training_loss),
                 "samples": len(train_set),
                 "epochs": config.epochs,
+                "learning_rate": lr,
+                "batch_size": config.batch_size,
                 "steps": train_output.global_step,
                 "runtime_seconds": round(train_output.metrics["train_runtime"], 2),
                 "samples_per_second": round(train_output.metrics["train_samples_per_second"], 2),
@@ -181,15 +177,4 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         tokenizer.save_pretrained(staging)
         reporting.write_json(staging / "metrics.json", metrics)
         reporting.write_finetune_card(staging, config, source.name, labelled, metrics)
-    return FinetuneResult(
-        output=output,
-        metrics=metrics,
-        label_names=labelled.label_names,
-        train_samples=len(train_set),
-        validation_samples=len(validation_set),
-        train_runtime=metrics["train"]["runtime_seconds"],
-        train_samples_per_second=metrics["train"]["samples_per_second"],
-        device=device,
-        precision=precision,
-        notes=notes,
-    )
+    return FinetuneResult(output=output, metrics=metrics, notes=notes)

@@ -161,3 +161,9 @@ def _stop():
     from plmcli.errors import PlmError
 
     raise PlmError("stopped by the test", exit_code=3)
+
+
+def test_default_learning_rate_follows_encoder_width():
+    from plmcli.config import default_learning_rate
+
+    assert [default_learning_rate(width) for width in (312, 384, 768, 1024)] == [1e-4, 1e-4, 5e-5, 2e-5]

@@ -31,6 +31,7 @@ def test_finetune_writes_a_standard_model_directory(cli, tiny_base, sentiment_cs
 
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["validation_samples"] == 8 and metrics["train"]["samples"] == 72
+    assert metrics["train"]["learning_rate"] == 1e-4  # the default for an encoder narrower than 768
     assert set(metrics["validation"]["per_class"]) == {"negative", "positive"}
     assert sum(sum(row) for row in metrics["validation"]["confusion_matrix"]) == 8
     assert 0.0 <= metrics["validation"]["accuracy"] <= 1.0

@@ -51,7 +51,14 @@ def finetune(
     max_length: MaxLengthOption = 128,
     epochs: Annotated[float, typer.Option(min=0.0, help="Passes over the training data.")] = 3.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Examples per training step per device.")] = 32,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW, linear decay).")] = 5e-5,
+    lr: Annotated[
+        Optional[float],
+        typer.Option(
+            min=0.0,
+            help="Peak learning rate (AdamW, linear decay). [default: 1e-4 for encoders narrower than 768, "
+            "5e-5 up to 1024, else 2e-5]",
+        ),
+    ] = None,
     seed: SeedOption = 42,
     max_train_samples: Annotated[
         Optional[int], typer.Option(min=1, help="Train on the first N training rows only (quick runs).")
@@ -91,16 +98,17 @@ def finetune(
 
 def summary(result) -> str:
     """The one-screen report of a finished run: metrics, where the model is, how to use it."""
-    validation = result.metrics["validation"]
+    metrics = result.metrics
+    train, validation = metrics["train"], metrics["validation"]
     rows = [
         [name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["support"]]
         for name, m in validation["per_class"].items()
     ]
     lines = [
         "",
-        f"Trained on {result.train_samples} rows in {result.train_runtime:.1f} s "
-        f"({result.train_samples_per_second:.1f} samples/s, {result.device}, {result.precision}).",
-        f"Validation ({result.validation_samples} rows): accuracy {validation['accuracy']:.4f}, "
+        f"Trained on {train['samples']} rows in {train['runtime_seconds']:.1f} s "
+        f"({train['samples_per_second']:.1f} samples/s, {metrics['device']}, {metrics['precision']}).",
+        f"Validation ({metrics['validation_samples']} rows): accuracy {validation['accuracy']:.4f}, "
         f"macro-F1 {validation['macro_f1']:.4f}, loss {validation['loss']:.4f}",
         "",
         console.format_table(["label", "precision", "recall", "f1", "support"], rows),
