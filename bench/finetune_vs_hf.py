@@ -1,10 +1,11 @@
 """Fine-tuning throughput and accuracy: plm against the same run in plain Hugging Face.
 
 Both train the bundled MiniLM on the same SST-2 rows with the same hyper-parameters (batch 32,
-lr 5e-5, linear decay after 6% warmup, weight decay 0.01, max length 128, 1 epoch, fp32) and
-are scored on the same dev set. The plain run is what run_glue.py does with dynamic padding:
-tokenise, DataCollatorWithPadding, random batches, Trainer. Runs alternate (plm, HF, plm, HF,
-...) because this host's speed drifts; medians are reported.
+plm's default learning rate for it, 1e-4, linear decay after 6% warmup, weight decay 0.01, max
+length 128, 1 epoch, fp32) and are scored on the same dev set. The plain run is what
+run_glue.py does with dynamic padding: tokenise, DataCollatorWithPadding, random batches,
+Trainer. Runs alternate (plm, HF, plm, HF, ...) because this host's speed drifts; medians are
+reported.
 
 Usage:
     python bench/finetune_vs_hf.py [--samples 4000] [--repeats 1]
@@ -28,7 +29,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 MODEL_OUT = Path(__file__).resolve().parent / "out" / "sst2-plm"  # kept for bench/predict_vs_pipeline.py
 
 
-def plain_hf(texts, labels, dev_texts, dev_labels, output_dir: str, seed: int = 42) -> dict:
+def plain_hf(texts, labels, dev_texts, dev_labels, output_dir: str, lr: float, seed: int = 42) -> dict:
     """The plain Hugging Face fine-tuning run: dynamic padding, random batches."""
     from datasets import Dataset
     from transformers import (
@@ -56,7 +57,7 @@ def plain_hf(texts, labels, dev_texts, dev_labels, output_dir: str, seed: int = 
         output_dir=output_dir,
         per_device_train_batch_size=32,
         per_device_eval_batch_size=64,
-        learning_rate=5e-5,
+        learning_rate=lr,
         weight_decay=0.01,
         warmup_steps=0.06,
         num_train_epochs=1,
@@ -94,6 +95,7 @@ def run_plm(samples: int, output_dir: str) -> dict:
         )
     )
     return {
+        "learning_rate": result.metrics["train"]["learning_rate"],
         "samples_per_second": result.metrics["train"]["samples_per_second"],
         "accuracy": result.metrics["validation"]["accuracy"],
     }
@@ -115,7 +117,8 @@ def main() -> None:
         for repeat in range(args.repeats):
             results["plm"].append(run_plm(args.samples, str(MODEL_OUT)))
             print("plm", results["plm"][-1], flush=True)
-            results["hf"].append(plain_hf(texts, labels, dev_texts, dev_labels, f"{scratch}/hf"))
+            lr = results["plm"][-1]["learning_rate"]  # the same run: plm's resolved learning rate
+            results["hf"].append(plain_hf(texts, labels, dev_texts, dev_labels, f"{scratch}/hf", lr))
             print("hf ", results["hf"][-1], flush=True)
 
     def median(name, key):

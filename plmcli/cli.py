@@ -5,6 +5,7 @@ main() turns a PlmError into one ``Error: ...`` line on stderr and its exit code
 modules import only the standard library and typer, so ``plm --help`` answers at once.
 """
 
+import signal
 import sys
 from typing import Annotated
 
@@ -12,7 +13,7 @@ import typer
 
 from plmcli import __version__, console
 from plmcli.commands import finetune, predict
-from plmcli.errors import RUNTIME_FAILURE, PlmError
+from plmcli.errors import RUNTIME_FAILURE, Interrupted, PlmError
 
 app = typer.Typer(
     name="plm",
@@ -47,8 +48,15 @@ def root(
     _debug = debug
 
 
+def _interrupt(signal_number: int, frame) -> None:
+    # Raised as a PlmError rather than KeyboardInterrupt, so click does not turn it into "Aborted!" and exit 1.
+    raise Interrupted(signal_number, signal.Signals(signal_number).name)
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning plm's errors into one line and an exit code."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
     except PlmError as error:

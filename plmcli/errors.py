@@ -15,3 +15,10 @@ class PlmError(Exception):
     def __init__(self, message: str, exit_code: int = BAD_INPUT) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Interrupted(PlmError):
+    """SIGINT or SIGTERM arrived: the run stops, removes what it had not finished, exits 128 + signal."""
+
+    def __init__(self, signal_number: int, signal_name: str) -> None:
+        super().__init__(f"interrupted by {signal_name}; unfinished output was removed.", 128 + signal_number)

@@ -80,6 +80,20 @@ def _output_format(config: PredictConfig) -> str:
     return "table"
 
 
+def _prediction_row(
+    record: dict, probs: np.ndarray, label_names: list[str], names: tuple[str, str], top_k: int, all_scores: bool
+) -> dict:
+    """One input row with its best label and score, the next top_k - 1, and every label's score if asked."""
+    ranked = np.argsort(-probs, kind="stable")[:top_k]
+    row = dict(record)
+    row[names[0]], row[names[1]] = label_names[ranked[0]], float(probs[ranked[0]])
+    for k, index in enumerate(ranked[1:], start=2):
+        row[f"label_{k}"], row[f"score_{k}"] = label_names[index], float(probs[index])
+    if all_scores:
+        row.update({f"score_{name}": float(p) for name, p in zip(label_names, probs)})
+    return row
+
+
 def predict(config: PredictConfig) -> PredictResult:
     """Classify the texts of ``config`` and render (or write) the results."""
     if config.model == DEFAULT_CLASSIFIER and not Path(DEFAULT_CLASSIFIER).exists():
@@ -119,16 +133,10 @@ def predict(config: PredictConfig) -> PredictResult:
     extra = [name for k in range(2, top_k + 1) for name in (f"label_{k}", f"score_{k}")]
     extra += [f"score_{name}" for name in label_names] if config.all_scores else []
     records = table.to_dict("records") if table is not None else [{"text": text} for text in texts]
-    rows = []
-    for record, probs in zip(records, probabilities):
-        ranked = np.argsort(-probs, kind="stable")[:top_k]
-        row = dict(record)
-        row[label_column], row[score_column] = label_names[ranked[0]], float(probs[ranked[0]])
-        for k, index in enumerate(ranked[1:], start=2):
-            row[f"label_{k}"], row[f"score_{k}"] = label_names[index], float(probs[index])
-        if config.all_scores:
-            row.update({f"score_{name}": float(p) for name, p in zip(label_names, probs)})
-        rows.append(row)
+    rows = [
+        _prediction_row(record, probs, label_names, (label_column, score_column), top_k, config.all_scores)
+        for record, probs in zip(records, probabilities)
+    ]
     columns = input_columns + [label_column, score_column] + extra
     shown = [text_column or "text", label_column, score_column] + extra
     result = PredictResult(

@@ -54,8 +54,13 @@ def _progress_callback():
                 )
 
         def on_train_end(self, args, state, control, **kwargs):
+            self.close()
+
+        def close(self):
+            """End the bar's line, also when training stops on an error or a signal."""
             if self.bar is not None:
                 self.bar.close()
+                self.bar = None
 
     return ProgressBar()
 
@@ -141,6 +146,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         f"{device}, {precision}, learning rate {lr:g}{'' if config.lr else ' (default for its width)'}."
     )
 
+    progress = _progress_callback()
     with staged_dir(output) as staging:
         trainer = Trainer(
             model=model,
@@ -150,10 +156,13 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             data_collator=DataCollatorWithPadding(tokenizer),
             processing_class=tokenizer,
             compute_metrics=trainer_metrics(labelled.label_names),
-            callbacks=[_progress_callback()],
+            callbacks=[progress],
         )
         trainer.remove_callback(PrinterCallback)
-        train_output = trainer.train()
+        try:
+            train_output = trainer.train()
+        finally:
+            progress.close()
         prediction = trainer.predict(validation_set)
         report = classification_report(prediction.predictions.argmax(-1), prediction.label_ids, labelled.label_names)
         metrics = {

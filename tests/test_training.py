@@ -233,3 +233,45 @@ def test_hub_id_loads_from_the_local_hugging_face_cache(tiny_base, sentiment_csv
     assert result.returncode == 0, result.stderr
     assert "Model: plm-test/tiny-bert with a new 2-label classification head" in result.stderr
     assert "fine-tuned from **plm-test/tiny-bert**" in (tmp_path / "out" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("signal_name, exit_code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_interrupted_run_exits_128_plus_signal_and_leaves_nothing(
+    tiny_base, sentiment_csv, tmp_path, signal_name, exit_code
+):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    output = tmp_path / "out"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plmcli",
+            "finetune",
+            str(sentiment_csv),
+            "--model",
+            str(tiny_base),
+            "--output",
+            str(output),
+            "--epochs",
+            "500",
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.partial-*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the training loop
+    process.send_signal(getattr(signal, signal_name))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == exit_code
+    assert stderr.strip().splitlines()[-1] == f"Error: interrupted by {signal_name}; unfinished output was removed."
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.csv"]
