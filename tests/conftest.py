@@ -138,6 +138,11 @@ def tiny_classifier(tmp_path_factory, tiny_base) -> Path:
     return output
 
 
+def plm_command(*args) -> list[str]:
+    """The argv that runs plm in a fresh Python process, as `python -m plmcli ARGS...`."""
+    return [sys.executable, "-m", "plmcli", *map(str, args)]
+
+
 def snapshot(directory: Path) -> dict[str, bytes]:
     """Every file under a directory with its bytes: compare before and after to prove nothing changed."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import sentiment_rows, snapshot, write_csv
+from tests.conftest import plm_command, sentiment_rows, snapshot, write_csv
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--device", "cpu"]
 
@@ -202,7 +202,6 @@ def test_pickle_only_model_is_refused(cli, tiny_base, sentiment_csv, tmp_path):
 def test_hub_id_loads_from_the_local_hugging_face_cache(tiny_base, sentiment_csv, tmp_path):
     import os
     import subprocess
-    import sys
 
     revision = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "cache" / "models--plm-test--tiny-bert"
@@ -214,18 +213,7 @@ def test_hub_id_loads_from_the_local_hugging_face_cache(tiny_base, sentiment_csv
     (repo / "refs" / "main").write_text(revision)
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "plmcli",
-            "finetune",
-            str(sentiment_csv),
-            "--model",
-            "plm-test/tiny-bert",
-            "--output",
-            str(tmp_path / "out"),
-            *FAST,
-        ],
+        plm_command("finetune", sentiment_csv, "--model", "plm-test/tiny-bert", "--output", tmp_path / "out", *FAST),
         capture_output=True,
         text=True,
         env=env,
@@ -241,26 +229,13 @@ def test_interrupted_run_exits_128_plus_signal_and_leaves_nothing(
 ):
     import signal
     import subprocess
-    import sys
     import time
 
     output = tmp_path / "out"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "plmcli",
-            "finetune",
-            str(sentiment_csv),
-            "--model",
-            str(tiny_base),
-            "--output",
-            str(output),
-            "--epochs",
-            "500",
-            "--device",
-            "cpu",
-        ],
+        plm_command(
+            "finetune", sentiment_csv, "--model", tiny_base, "--output", output, "--epochs", "500", "--device", "cpu"
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
