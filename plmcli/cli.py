@@ -49,7 +49,7 @@ def root(
 
 
 def _interrupt(signal_number: int, frame) -> None:
-    # Raised as a PlmError rather than KeyboardInterrupt, so click does not turn it into "Aborted!" and exit 1.
+    # Not KeyboardInterrupt, which click would turn into "Aborted!" and exit code 1.
     raise Interrupted(signal_number, signal.Signals(signal_number).name)
 
 
@@ -59,7 +59,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
-    except PlmError as error:
+    except (PlmError, Interrupted) as error:
         if _debug:
             raise
         console.error(str(error))

@@ -17,8 +17,12 @@ class PlmError(Exception):
         self.exit_code = exit_code
 
 
-class Interrupted(PlmError):
-    """SIGINT or SIGTERM arrived: the run stops, removes what it had not finished, exits 128 + signal."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: the run stops, removes what it had not finished, exits 128 + signal.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it.
+    """
 
     def __init__(self, signal_number: int, signal_name: str) -> None:
-        super().__init__(f"interrupted by {signal_name}; unfinished output was removed.", 128 + signal_number)
+        super().__init__(f"interrupted by {signal_name}; unfinished output was removed.")
+        self.exit_code = 128 + signal_number

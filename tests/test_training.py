@@ -229,6 +229,7 @@ def test_interrupted_run_exits_128_plus_signal_and_leaves_nothing(
 ):
     import signal
     import subprocess
+    import threading
     import time
 
     output = tmp_path / "out"
@@ -240,12 +241,23 @@ def test_interrupted_run_exits_128_plus_signal_and_leaves_nothing(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".out.partial-*")) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    time.sleep(1.0)  # inside the training loop
+    started = threading.Event()
+    chunks = []
+
+    def read_stderr():
+        while chunk := process.stderr.read(64):
+            chunks.append(chunk)
+            if "Training:" in "".join(chunks[-3:]):
+                started.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    assert started.wait(timeout=120), "".join(chunks)
+    time.sleep(0.5)  # inside the training loop
     process.send_signal(getattr(signal, signal_name))
-    _, stderr = process.communicate(timeout=120)
+    process.wait(timeout=120)
+    reader.join(timeout=10)
+    stderr = "".join(chunks)
     assert process.returncode == exit_code
     assert stderr.strip().splitlines()[-1] == f"Error: interrupted by {signal_name}; unfinished output was removed."
     assert "Traceback" not in stderr
