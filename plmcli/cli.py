@@ -12,12 +12,12 @@ from typing import Annotated
 import typer
 
 from plmcli import __version__, console
-from plmcli.commands import finetune, predict
+from plmcli.commands import evaluate, finetune, predict
 from plmcli.errors import RUNTIME_FAILURE, Interrupted, PlmError
 
 app = typer.Typer(
     name="plm",
-    help="Take a BERT-style model through its life on your data: pretrain, finetune, predict.",
+    help="Take a BERT-style model through its life on your data: finetune, predict, evaluate.",
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
@@ -26,6 +26,7 @@ app = typer.Typer(
 )
 app.command("finetune", no_args_is_help=True)(finetune.finetune)
 app.command("predict")(predict.predict)
+app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
 
 _debug = False
 
@@ -43,7 +44,7 @@ def root(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
 ) -> None:
-    """Take a BERT-style model through its life on your data: pretrain, finetune, predict."""
+    """Take a BERT-style model through its life on your data: finetune, predict, evaluate."""
     global _debug
     _debug = debug
 

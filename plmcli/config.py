@@ -80,6 +80,30 @@ class FinetuneConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """Settings of `plm evaluate`: score a fine-tuned classifier on labelled data."""
+
+    data: str  # a labelled CSV, TSV, JSON, JSONL or Parquet file
+    model: str = DEFAULT_CLASSIFIER
+    output: Optional[str] = None  # report directory; None: <model>/eval
+    format: str = "table"  # table or json, for what is printed
+    text_column: Optional[str] = None
+    label_column: Optional[str] = None
+    batch_size: int = 64
+    max_length: Optional[int] = None  # None: the model's own limit
+    device: str = "auto"
+    precision: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value in (("--batch-size", self.batch_size), ("--max-length", self.max_length)):
+            _check_positive(name, value)
+        _check_choice("--format", self.format, ("table", "json"))
+        _check_choice("--device", self.device, DEVICES)
+        _check_choice("--precision", self.precision, PRECISIONS)
+
+
+@dataclass
 class PredictConfig:
     """Settings of `plm predict`: classify texts with a fine-tuned model."""
 

@@ -259,11 +259,12 @@ def sort_labels(labels: set[str]) -> list[str]:
     return sorted(labels)
 
 
-def _labelled_rows(frame: pd.DataFrame, columns: Columns) -> tuple[list[str], list[str], int]:
+def labelled_rows(frame: pd.DataFrame, columns: Columns) -> tuple[list[str], list[str], list[int]]:
+    """Texts and stripped labels of the rows that have both, and those rows' positions in ``frame``."""
     texts = frame[columns.text].tolist()
     labels = [label.strip() for label in frame[columns.label].tolist()]
     keep = [i for i, (t, y) in enumerate(zip(texts, labels)) if t.strip() and y]
-    return [texts[i] for i in keep], [labels[i] for i in keep], len(texts) - len(keep)
+    return [texts[i] for i in keep], [labels[i] for i in keep], keep
 
 
 def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -295,7 +296,8 @@ def load_classification(
     """Read the labelled training file (and validation file), detect columns, encode labels, split."""
     frame = read_table(data)
     columns = detect_columns(frame, data, text_column, label_column)
-    texts, labels, dropped = _labelled_rows(frame, columns)
+    texts, labels, kept = labelled_rows(frame, columns)
+    dropped = len(frame) - len(kept)
     if not texts:
         raise PlmError(
             f"{data} has no row with both a text (column '{columns.text}') and a label (column '{columns.label}')."
@@ -306,7 +308,8 @@ def load_classification(
         given_text = columns.text if columns.text in validation_frame.columns else text_column
         given_label = columns.label if columns.label in validation_frame.columns else label_column
         validation_columns = detect_columns(validation_frame, validation, given_text, given_label)
-        validation_texts, validation_labels, validation_dropped = _labelled_rows(validation_frame, validation_columns)
+        validation_texts, validation_labels, kept = labelled_rows(validation_frame, validation_columns)
+        validation_dropped = len(validation_frame) - len(kept)
         if not validation_texts:
             raise PlmError(f"{validation} has no row with both a text and a label.")
         dropped += validation_dropped

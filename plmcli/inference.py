@@ -17,8 +17,7 @@ from typing import Optional
 import numpy as np
 
 from plmcli import console, modeling
-from plmcli.config import DEFAULT_CLASSIFIER, PredictConfig
-from plmcli.errors import PlmError
+from plmcli.config import PredictConfig
 from plmcli.outputs import check_output_file, write_text_atomic
 
 FORMAT_BY_SUFFIX = {".csv": "csv", ".json": "json", ".jsonl": "json"}
@@ -96,8 +95,6 @@ def _prediction_row(
 
 def predict(config: PredictConfig) -> PredictResult:
     """Classify the texts of ``config`` and render (or write) the results."""
-    if config.model == DEFAULT_CLASSIFIER and not Path(DEFAULT_CLASSIFIER).exists():
-        raise PlmError(f"no model at {DEFAULT_CLASSIFIER}; train one with `plm finetune DATA`, or pass --model.")
     inputs = (config.file,) if config.file else ()
     output = check_output_file(config.output, config.overwrite, inputs) if config.output else None
     if config.file is not None:

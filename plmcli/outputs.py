@@ -15,11 +15,12 @@ from pathlib import Path
 from plmcli.errors import PlmError
 
 
-def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = ()) -> Path:
+def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = (), marker: str = "config.json") -> Path:
     """The output directory, refused when it is a file, or non-empty without ``overwrite``.
 
-    ``--overwrite`` replaces only a model directory (one with a config.json), never the working
-    directory, one of its parents, or a directory that holds one of ``inputs``.
+    ``--overwrite`` replaces only a directory plm wrote (one holding ``marker``: config.json for a
+    model, metrics.json for an evaluation), never the working directory, one of its parents, or a
+    directory that holds one of ``inputs``.
     """
     path = Path(output)
     if path.exists() and not path.is_dir():
@@ -36,10 +37,9 @@ def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = ())
     for item in inputs:
         if item != "-" and resolved in Path(item).resolve().parents:
             raise PlmError(f"--output {output} holds the input {item}; choose another --output.")
-    if not (path / "config.json").is_file():
-        raise PlmError(
-            f"--overwrite replaces only a model directory, and {output} has no config.json; choose another --output."
-        )
+    if not (path / marker).is_file():
+        what = "a model directory" if marker == "config.json" else "a directory plm wrote"
+        raise PlmError(f"--overwrite replaces only {what}, and {output} has no {marker}; choose another --output.")
     return path
 
 

@@ -63,3 +63,30 @@ classify = pipeline("text-classification", model="{config.output}")
 ```
 """
     (directory / "README.md").write_text(text, encoding="utf-8")
+
+
+def plot_confusion_matrix(path: Path, matrix: list[list[int]], label_names: list[str], title: str) -> None:
+    """A confusion matrix PNG: counts in each cell, colour by the share of each true label's rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(matrix)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # (true, predicted), rows sum to 1
+    size = min(4 + 0.6 * len(label_names), 20)
+    figure, axes = plt.subplots(figsize=(size, size * 0.85))
+    axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(label_names))
+    axes.set_xticks(ticks, label_names, rotation=45 if len(label_names) > 4 else 0, ha="right")
+    axes.set_yticks(ticks, label_names)
+    axes.set_xlabel("predicted label")
+    axes.set_ylabel("true label")
+    axes.set_title(title if len(title) <= 70 else "..." + title[-67:], fontsize=10)
+    for true, predicted in np.ndindex(counts.shape):
+        colour = "white" if shares[true, predicted] > 0.5 else "black"
+        axes.text(predicted, true, str(counts[true, predicted]), ha="center", va="center", color=colour)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
