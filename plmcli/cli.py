@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from plmcli import __version__, console
-from plmcli.commands import evaluate, finetune, predict
+from plmcli.commands import check, evaluate, finetune, predict
 from plmcli.errors import RUNTIME_FAILURE, Interrupted, PlmError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app = typer.Typer(
 app.command("finetune", no_args_is_help=True)(finetune.finetune)
 app.command("predict")(predict.predict)
 app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
+app.command("check", no_args_is_help=True)(check.check)
 
 _debug = False
 

@@ -80,6 +80,23 @@ class FinetuneConfig:
 
 
 @dataclass
+class CheckConfig:
+    """Settings of `plm check`: report what is wrong with a labelled file before training on it."""
+
+    data: str
+    validation: Optional[str] = None  # also report texts shared with this file
+    text_column: Optional[str] = None
+    label_column: Optional[str] = None
+    model: Optional[str] = None  # whose tokenizer measures lengths; None: the bundled MiniLM
+    max_length: int = 128  # report the share of texts longer than this
+    format: str = "table"
+
+    def __post_init__(self) -> None:
+        _check_positive("--max-length", self.max_length)
+        _check_choice("--format", self.format, ("table", "json"))
+
+
+@dataclass
 class EvaluateConfig:
     """Settings of `plm evaluate`: score a fine-tuned classifier on labelled data."""
 

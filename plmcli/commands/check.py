@@ -1,0 +1,85 @@
+"""`plm check DATA`: a data doctor before spending compute.
+
+Usage:
+    plm check reviews.csv
+    plm check ../shared/data/sst2/train.tsv --validation ../shared/data/sst2/dev.tsv
+    plm check tickets.jsonl --max-length 256 --format json
+"""
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from plmcli import console
+from plmcli.config import CheckConfig
+from plmcli.options import LabelColumnOption, MaxLengthOption, TextColumnOption
+
+
+def check(
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Labelled data: a CSV, TSV, JSON, JSONL or Parquet file.", show_default=False, metavar="DATA"
+        ),
+    ],
+    validation: Annotated[
+        Optional[str], typer.Option(help="A validation file: report texts it shares with DATA.")
+    ] = None,
+    text_column: TextColumnOption = None,
+    label_column: LabelColumnOption = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", "-m", help="Model whose tokenizer measures lengths. [default: bundled MiniLM]"),
+    ] = None,
+    max_length: MaxLengthOption = 128,
+    format: Annotated[str, typer.Option(help="table or json.", case_sensitive=False)] = "table",
+) -> None:
+    """Check labelled data: labels, imbalance, empty, duplicate and conflicting rows, overlap, lengths."""
+    config = CheckConfig(
+        data=data,
+        validation=validation,
+        text_column=text_column,
+        label_column=label_column,
+        model=model,
+        max_length=max_length,
+        format=format.lower(),
+    )
+    from plmcli.checking import check as run_check
+    from plmcli.checking import findings
+
+    report = run_check(config)
+    console.out(
+        json.dumps(report, indent=2, ensure_ascii=False)
+        if config.format == "json"
+        else summary(report, findings(report))
+    )
+
+
+def summary(report: dict, notes: list[str]) -> str:
+    """The report as a short page: figures first, then what to act on."""
+    total = sum(report["labels"].values()) or 1
+    labels = [[name, count, f"{count / total:.1%}"] for name, count in report["labels"].items()]
+    percentiles = ", ".join(f"{k} {v}" for k, v in report["token_length_percentiles"].items())
+    lines = [
+        f"{report['data']}: {report['rows']} rows; text column '{report['text_column']}', "
+        f"label column '{report['label_column']}'",
+        "",
+        console.format_table(["label", "rows", "share"], labels),
+        "",
+        f"imbalance (largest / smallest label): {report['imbalance_ratio']}",
+        f"empty texts: {report['empty_texts']}, empty labels: {report['empty_labels']}",
+        f"duplicate rows: {report['duplicate_rows']}",
+        *[f"  {text[:70]!r}" for text in report["duplicate_rows_examples"]],
+        f"texts with more than one label: {report['texts_with_several_labels']}",
+    ]
+    lines += [f"  {e['text'][:70]!r}: {', '.join(e['labels'])}" for e in report["texts_with_several_labels_examples"]]
+    if "validation" in report:
+        lines.append(f"validation texts also in the data: {report['validation_texts_also_in_data']}")
+        lines += [f"  {text[:70]!r}" for text in report["validation_overlap_examples"]]
+    lines += [
+        f"token lengths: {percentiles}; longer than {report['max_length']}: {report['truncated_at_max_length']:.1%}",
+        "",
+    ]
+    lines += [f"- {note}" for note in notes] or ["- nothing to fix."]
+    return "\n".join(lines)
