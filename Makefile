@@ -36,6 +36,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check plmcli tests bench
+	$(BIN)/ruff format --check plmcli tests bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
