@@ -17,7 +17,7 @@ from plmcli.errors import RUNTIME_FAILURE, Interrupted, PlmError
 
 app = typer.Typer(
     name="plm",
-    help="Take a BERT-style model through its life on your data: finetune, predict, evaluate.",
+    help="Take a BERT-style model through its life on your data: check, finetune, predict, evaluate.",
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
@@ -45,7 +45,7 @@ def root(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
 ) -> None:
-    """Take a BERT-style model through its life on your data: finetune, predict, evaluate."""
+    """Take a BERT-style model through its life on your data: check, finetune, predict, evaluate."""
     global _debug
     _debug = debug
 
