@@ -90,3 +90,26 @@ def plot_confusion_matrix(path: Path, matrix: list[list[int]], label_names: list
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_loss_curve(path: Path, log_history: list[dict], final_validation_loss: float, final_step: int) -> None:
+    """Training loss by step (from the Trainer's log history) with validation loss at each evaluation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
+    validation = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and e["step"] < final_step]
+    validation.append((final_step, final_validation_loss))
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    if train:
+        axes.plot(*zip(*train), marker=".", label="training loss")
+    axes.plot(*zip(*validation), marker="o", label="validation loss")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -186,4 +186,13 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         tokenizer.save_pretrained(staging)
         reporting.write_json(staging / "metrics.json", metrics)
         reporting.write_finetune_card(staging, config, source.name, labelled, metrics)
+        reporting.plot_loss_curve(
+            staging / "loss_curve.png",
+            trainer.state.log_history,
+            metrics["validation"]["loss"],
+            train_output.global_step,
+        )
+        reporting.plot_confusion_matrix(
+            staging / "confusion_matrix.png", report["confusion_matrix"], labelled.label_names, "validation set"
+        )
     return FinetuneResult(output=output, metrics=metrics, notes=notes)

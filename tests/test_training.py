@@ -20,7 +20,10 @@ def test_finetune_writes_a_standard_model_directory(cli, tiny_base, sentiment_cs
         "tokenizer_config.json",
         "metrics.json",
         "README.md",
+        "loss_curve.png",
+        "confusion_matrix.png",
     } <= {p.name for p in output.iterdir()}
+    assert (output / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(output.glob("*.bin")) and not list(output.parent.glob(".out.partial-*"))
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

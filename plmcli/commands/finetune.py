@@ -114,7 +114,7 @@ def summary(result) -> str:
         console.format_table(["label", "precision", "recall", "f1", "support"], rows),
         "",
         *result.notes,
-        f"Model saved to {result.output}/ (metrics.json, README.md).",
+        f"Model saved to {result.output}/ (metrics.json, README.md, loss_curve.png, confusion_matrix.png).",
         f'Predict with:  plm predict --model {result.output} "your text"',
     ]
     return "\n".join(lines)
