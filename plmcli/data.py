@@ -9,6 +9,7 @@ label is an integer) fixes their ids for every split.
 
 import csv
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,12 +157,19 @@ def read_table(path_str: str) -> pd.DataFrame:
                 # GLUE-style TSV files carry bare quotes inside sentences.
                 quoting=csv.QUOTE_MINIMAL if kind == "CSV" else csv.QUOTE_NONE,
             )
-        elif kind == "Parquet":
-            frame = pd.read_parquet(path)
-            frame = frame.apply(lambda column: column.map(_stringify)).astype(str) if len(frame) else frame.astype(str)
         else:
-            frame = pd.DataFrame.from_records(_read_json_records(path, lines=kind == "JSONL"))
-            frame = frame.apply(lambda column: column.map(_stringify)) if len(frame) else frame
+            # Cells become strings one by one, before pandas could widen a column with a gap to floats (1 -> 1.0).
+            if kind == "Parquet":
+                import pyarrow.parquet
+
+                table = pyarrow.parquet.read_table(path)
+                records, names = table.to_pylist(), table.column_names
+            else:
+                records = _read_json_records(path, lines=kind == "JSONL")
+                names = list(dict.fromkeys(key for record in records for key in record))
+            frame = pd.DataFrame(
+                [[_stringify(r.get(name)) for name in names] for r in records], columns=names, dtype=str
+            )
     except pd.errors.EmptyDataError:
         raise PlmError(f"{path} is empty; expected a header row and data rows.") from None
     except UnicodeDecodeError as exc:
@@ -170,6 +178,9 @@ def read_table(path_str: str) -> pd.DataFrame:
         reason = " ".join(str(exc).split())
         raise PlmError(f"cannot read {path} as {kind}: {reason}") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
+    repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if repeated:
+        raise PlmError(f"{path} has more than one column named {', '.join(repeated)}; rename them.")
     if len(frame.columns) == 0:
         raise PlmError(f"{path} is empty; expected a header row and data rows.")
     if len(frame) == 0:
@@ -254,7 +265,7 @@ def detect_columns(
 
 def sort_labels(labels: set[str]) -> list[str]:
     """Label names in id order: numerically when every label is an integer ('2' before '10'), else by text."""
-    if all(label.lstrip("-").isdigit() for label in labels):
+    if all(re.fullmatch(r"-?[0-9]+", label) for label in labels):
         return sorted(labels, key=int)
     return sorted(labels)
 

@@ -37,9 +37,11 @@ class ClassificationMetric(evaluate.Metric):
         precision = _safe_divide(true_positives, matrix.sum(axis=0))
         recall = _safe_divide(true_positives, support)
         f1 = _safe_divide(2 * precision * recall, precision + recall)
+        present = (support > 0) | (matrix.sum(axis=0) > 0)
         return {
             "accuracy": float(true_positives.sum() / max(1, matrix.sum())),
-            "macro_f1": float(f1.mean()),
+            # Over the labels that occur (in the references or the predictions), as scikit-learn does.
+            "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
             "weighted_f1": float((f1 * support).sum() / max(1, support.sum())),
             "per_class": {
                 name: {

@@ -43,7 +43,7 @@ label column `{labelled.columns.label}`
 ## Training
 - Command: `{command}`
 - Epochs {config.epochs}, batch size {config.batch_size}, learning rate {metrics["train"]["learning_rate"]:g}, \
-max length {config.max_length}, seed {config.seed}, {metrics["device"]}, {metrics["precision"]}
+max length {metrics["max_length"]}, seed {config.seed}, {metrics["device"]}, {metrics["precision"]}
 - {metrics["train"]["steps"]} steps in {metrics["train"]["runtime_seconds"]} s \
 ({metrics["train"]["samples_per_second"]} samples/s), final training loss {metrics["train"]["loss"]:.4f}
 

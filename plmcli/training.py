@@ -124,27 +124,27 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     from plmcli.metrics import classification_report, trainer_metrics
 
     tokenizer = modeling.load_tokenizer(source)
-    train_set, train_truncated = data.tokenize(
-        labelled.train_texts, labelled.train_labels, tokenizer, config.max_length
-    )
-    validation_set, validation_truncated = data.tokenize(
-        labelled.validation_texts, labelled.validation_labels, tokenizer, config.max_length
-    )
-    notes = []
-    if train_truncated or validation_truncated:
-        notes.append(
-            f"{train_truncated + validation_truncated} texts were longer than --max-length "
-            f"{config.max_length} tokens and were truncated."
-        )
-        console.warn(notes[-1])
     set_seed(config.seed)  # the new head's initial weights come from this seed too
     model = modeling.load_for_classification(source, labelled.label_names)
     modeling.score_first_token_only(model)
+    max_length = min(config.max_length, modeling.model_limit(tokenizer, model))
+    if max_length < config.max_length:
+        console.warn(f"--max-length {config.max_length} is more than {source.name} takes; using {max_length}.")
     lr = config.lr or default_learning_rate(model.config.hidden_size)
     console.info(
         f"Model: {source.name} with a new {len(labelled.label_names)}-label classification head; "
         f"{device}, {precision}, learning rate {lr:g}{'' if config.lr else ' (default for its width)'}."
     )
+    train_set, train_truncated = data.tokenize(labelled.train_texts, labelled.train_labels, tokenizer, max_length)
+    validation_set, validation_truncated = data.tokenize(
+        labelled.validation_texts, labelled.validation_labels, tokenizer, max_length
+    )
+    notes = []
+    if train_truncated or validation_truncated:
+        notes.append(
+            f"{train_truncated + validation_truncated} texts were longer than {max_length} tokens and were truncated."
+        )
+        console.warn(notes[-1])
 
     progress = _progress_callback()
     with staged_dir(output) as staging:
@@ -178,6 +178,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 "samples_per_second": round(train_output.metrics["train_samples_per_second"], 2),
             },
             "validation_samples": len(validation_set),
+            "max_length": max_length,
             "truncated_texts": {"train": train_truncated, "validation": validation_truncated},
             "device": device,
             "precision": precision,

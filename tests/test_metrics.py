@@ -21,3 +21,8 @@ def test_report_matches_hand_computed_figures():
 def test_a_class_never_predicted_scores_zero_not_nan():
     report = classification_report([0, 0], [0, 1], ["a", "b"])
     assert report["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+
+
+def test_macro_f1_ignores_labels_absent_from_data_and_predictions():
+    report = classification_report([0, 1, 0], [0, 1, 0], ["a", "b", "c"])
+    assert report["macro_f1"] == 1.0 and report["per_class"]["c"]["support"] == 0

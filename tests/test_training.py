@@ -265,3 +265,12 @@ def test_interrupted_run_exits_128_plus_signal_and_leaves_nothing(
     assert stderr.strip().splitlines()[-1] == f"Error: interrupted by {signal_name}; unfinished output was removed."
     assert "Traceback" not in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.csv"]
+
+
+def test_max_length_beyond_the_model_is_capped_with_a_warning(cli, tiny_base, sentiment_csv, tmp_path):
+    run = cli(
+        "finetune", sentiment_csv, "--model", tiny_base, "--output", tmp_path / "o", "--max-length", "100", *FAST
+    )
+    assert run.exit_code == 0, run.stderr
+    assert f"Warning: --max-length 100 is more than {tiny_base} takes; using 64." in run.stderr
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["max_length"] == 64
