@@ -18,9 +18,10 @@ import numpy as np
 
 from plmcli import console, modeling
 from plmcli.config import PredictConfig
+from plmcli.errors import PlmError
 from plmcli.outputs import check_output_file, write_text_atomic
 
-FORMAT_BY_SUFFIX = {".csv": "csv", ".json": "json", ".jsonl": "json"}
+FORMAT_BY_SUFFIX = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".txt": "table"}
 
 
 @dataclass
@@ -75,7 +76,13 @@ def _output_format(config: PredictConfig) -> str:
     if config.format is not None:
         return config.format
     if config.output is not None:
-        return FORMAT_BY_SUFFIX.get(Path(config.output).suffix.lower(), "table")
+        suffix = Path(config.output).suffix.lower()
+        if suffix not in FORMAT_BY_SUFFIX:
+            raise PlmError(
+                f"cannot tell the format of --output {config.output} from '{suffix}'; "
+                "pass --format table|json|jsonl|csv."
+            )
+        return FORMAT_BY_SUFFIX[suffix]
     return "table"
 
 
@@ -89,7 +96,7 @@ def _prediction_row(
     for k, index in enumerate(ranked[1:], start=2):
         row[f"label_{k}"], row[f"score_{k}"] = label_names[index], float(probs[index])
     if all_scores:
-        row.update({f"score_{name}": float(p) for name, p in zip(label_names, probs)})
+        row.update({f"prob_{name}": float(p) for name, p in zip(label_names, probs)})
     return row
 
 
@@ -97,6 +104,7 @@ def predict(config: PredictConfig) -> PredictResult:
     """Classify the texts of ``config`` and render (or write) the results."""
     inputs = (config.file,) if config.file else ()
     output = check_output_file(config.output, config.overwrite, inputs) if config.output else None
+    output_format = _output_format(config)
     if config.file is not None:
         from plmcli import data  # pandas: only when reading a file
 
@@ -128,7 +136,7 @@ def predict(config: PredictConfig) -> PredictResult:
         )
     top_k = min(config.top_k, len(label_names))
     extra = [name for k in range(2, top_k + 1) for name in (f"label_{k}", f"score_{k}")]
-    extra += [f"score_{name}" for name in label_names] if config.all_scores else []
+    extra += [f"prob_{name}" for name in label_names] if config.all_scores else []
     records = table.to_dict("records") if table is not None else [{"text": text} for text in texts]
     rows = [
         _prediction_row(record, probs, label_names, (label_column, score_column), top_k, config.all_scores)
@@ -136,16 +144,18 @@ def predict(config: PredictConfig) -> PredictResult:
     ]
     columns = input_columns + [label_column, score_column] + extra
     shown = [text_column or "text", label_column, score_column] + extra
-    result = PredictResult(
-        rows, columns, shown, _output_format(config), output, truncated, len(texts) / max(elapsed, 1e-9)
-    )
+    result = PredictResult(rows, columns, shown, output_format, output, truncated, len(texts) / max(elapsed, 1e-9))
     if output is not None:
         write_text_atomic(output, render(result))
     return result
 
 
 def render(result: PredictResult) -> str:
-    """The predictions as a table, JSON (a list of objects) or CSV text."""
+    """The predictions as a table, JSON (a list of objects), JSON lines or CSV text."""
+    if result.format == "jsonl":
+        return "".join(
+            json.dumps({c: row.get(c) for c in result.columns}, ensure_ascii=False) + "\n" for row in result.rows
+        )
     if result.format == "json":
         return (
             json.dumps([{c: row.get(c) for c in result.columns} for row in result.rows], ensure_ascii=False, indent=1)

@@ -225,29 +225,17 @@ def quiet_libraries(with_datasets: bool = False) -> None:
         datasets.disable_progress_bars()
 
 
-def score_first_token_only(model) -> bool:
-    """Make a BERT classifier's last layer compute only the [CLS] position, the one its head reads.
+class _FirstTokenLayer:
+    """Mixed into a BertLayer's class: its forward computes the [CLS] position only.
 
-    The pooler and classifier of ``BertForSequenceClassification`` use the last layer's output at
-    position 0 alone, yet a standard forward computes the query, attention output and feed-forward
-    of the last layer for every token. Here the last layer attends from [CLS] only (keys and values
-    still cover every token), so logits and gradients are the same and about 1/7 of a 6-layer
-    encoder's work is skipped. Only the forward of that layer object changes: the weights, the
-    config and the saved model stay standard. Returns False, changing nothing, for other models.
+    A method of the layer's own class, not a closure, so replicas made by nn.DataParallel run on
+    their own weights.
     """
-    import torch.nn.functional as F
 
-    if type(model).__name__ != "BertForSequenceClassification" or model.config._attn_implementation not in (
-        "sdpa",
-        "eager",
-    ):
-        return False
-    layer = model.bert.encoder.layer[-1]
-    attention = layer.attention.self
-    if getattr(attention, "is_causal", False) or layer.add_cross_attention:
-        return False
+    def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
+        import torch.nn.functional as F
 
-    def forward(hidden_states, attention_mask=None, *args, **kwargs):
+        attention = self.attention.self
         batch, length, _ = hidden_states.shape
         heads, size = attention.num_attention_heads, attention.attention_head_size
         first = hidden_states[:, :1]  # (batch, 1, hidden)
@@ -267,7 +255,26 @@ def score_first_token_only(model) -> bool:
             scale=attention.scaling,
         )
         context = context.transpose(1, 2).reshape(batch, 1, heads * size)  # (batch, 1, hidden)
-        return layer.feed_forward_chunk(layer.attention.output(context, first))  # (batch, 1, hidden)
+        return self.feed_forward_chunk(self.attention.output(context, first))  # (batch, 1, hidden)
 
-    layer.forward = forward
+
+def score_first_token_only(model) -> bool:
+    """Make a BERT classifier's last layer compute only the [CLS] position, the one its head reads.
+
+    The pooler and classifier of ``BertForSequenceClassification`` use the last layer's output at
+    position 0 alone, yet a standard forward computes the query, attention output and feed-forward
+    of the last layer for every token. Here the last layer attends from [CLS] only (keys and values
+    still cover every token), so logits and gradients are the same and about 1/7 of a 6-layer
+    encoder's work is skipped. Only the class of that layer object changes: the weights, the config
+    and the saved model stay standard. Returns False, changing nothing, for other models.
+    """
+    if type(model).__name__ != "BertForSequenceClassification" or model.config._attn_implementation not in (
+        "sdpa",
+        "eager",
+    ):
+        return False
+    layer = model.bert.encoder.layer[-1]
+    if getattr(layer.attention.self, "is_causal", False) or layer.add_cross_attention:
+        return False
+    layer.__class__ = type(f"FirstToken{type(layer).__name__}", (_FirstTokenLayer, type(layer)), {})
     return True

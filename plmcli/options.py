@@ -23,6 +23,7 @@ class Precision(str, Enum):
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
+    jsonl = "jsonl"
     csv = "csv"
 
 

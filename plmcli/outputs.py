@@ -85,6 +85,9 @@ def write_text_atomic(path: Path, text: str) -> None:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; a written file gets the usual mode
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -35,8 +35,8 @@ def test_predict_json_with_top_k_and_all_scores(cli, tiny_classifier):
     assert [r["label"] for r in rows] == ["positive", "negative"]
     for row in rows:
         assert row["score"] >= row["score_2"] and {row["label"], row["label_2"]} == {"positive", "negative"}
-        assert row["score_positive"] + row["score_negative"] == pytest.approx(1.0, abs=1e-5)
-        assert row["score"] == max(row["score_positive"], row["score_negative"])
+        assert row["prob_positive"] + row["prob_negative"] == pytest.approx(1.0, abs=1e-5)
+        assert row["score"] == max(row["prob_positive"], row["prob_negative"])
 
 
 def test_predict_csv_file_keeps_every_input_column(cli, tiny_classifier, tmp_path):
@@ -77,9 +77,7 @@ def test_labels_do_not_depend_on_batch_size(cli, tiny_classifier, tmp_path):
     assert [r["text"] for r in outputs[0]] == texts  # input order
     for other in outputs[1:]:
         assert [r["label"] for r in other] == [r["label"] for r in outputs[0]]
-        assert [r["score_positive"] for r in other] == pytest.approx(
-            [r["score_positive"] for r in outputs[0]], abs=1e-5
-        )
+        assert [r["prob_positive"] for r in other] == pytest.approx([r["prob_positive"] for r in outputs[0]], abs=1e-5)
 
 
 def test_long_texts_are_truncated_and_counted(cli, tiny_classifier):
@@ -143,3 +141,25 @@ def test_texts_and_file_together_are_refused(cli, tiny_classifier, tmp_path):
     assert (run.exit_code, run.error_line) == (2, "Error: give texts as arguments or --file, not both.")
     run = cli("predict", "--model", tiny_classifier)
     assert run.exit_code == 2 and "nothing to predict" in run.error_line
+
+
+def test_output_format_follows_the_extension(cli, tiny_classifier, tmp_path):
+    output = tmp_path / "preds.jsonl"
+    run = cli("predict", "--model", tiny_classifier, "--output", output, "great fun", "awful")
+    assert run.exit_code == 0, run.stderr
+    lines = output.read_text().splitlines()
+    assert [json.loads(line)["text"] for line in lines] == ["great fun", "awful"]
+    assert oct(output.stat().st_mode & 0o777) != oct(0o600)
+    run = cli("predict", "--model", tiny_classifier, "--output", tmp_path / "preds.xlsx", "great fun")
+    assert run.exit_code == 2
+    assert run.error_line == (
+        f"Error: cannot tell the format of --output {tmp_path / 'preds.xlsx'} from '.xlsx'; "
+        "pass --format table|json|jsonl|csv."
+    )
+    assert not (tmp_path / "preds.xlsx").exists()
+
+
+def test_top_k_and_all_scores_columns_do_not_collide(cli, tiny_classifier):
+    run = cli("predict", "--model", tiny_classifier, "--format", "csv", "--top-k", "2", "--all-scores", "great fun")
+    header = run.stdout.splitlines()[0].split(",")
+    assert header == ["text", "label", "score", "label_2", "score_2", "prob_negative", "prob_positive"]

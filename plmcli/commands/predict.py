@@ -42,11 +42,13 @@ def predict(
     format: Annotated[
         Optional[OutputFormat],
         typer.Option(
-            help="table, json or csv. [default: from --output's extension, else table]", case_sensitive=False
+            help="table, json, jsonl or csv. [default: table; with --output, from its extension]", case_sensitive=False
         ),
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels per text, best first.")] = 1,
-    all_scores: Annotated[bool, typer.Option("--all-scores", help="Add a score column for every label.")] = False,
+    all_scores: Annotated[
+        bool, typer.Option("--all-scores", help="Add a prob_<label> column for every label.")
+    ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 64,
     max_length: Annotated[
         Optional[int], typer.Option(min=8, help="Truncate texts to this many tokens. [default: the model's limit]")
