@@ -263,6 +263,11 @@ def detect_columns(
     return Columns(text=text, label=label)
 
 
+def quote_labels(labels: list[str], most: int = 5) -> str:
+    """Labels for an error message: "'a', 'b', 'c' ..." with at most ``most`` shown."""
+    return ", ".join(f"'{label}'" for label in labels[:most]) + (" ..." if len(labels) > most else "")
+
+
 def sort_labels(labels: set[str]) -> list[str]:
     """Label names in id order: numerically when every label is an integer ('2' before '10'), else by text."""
     if all(re.fullmatch(r"-?[0-9]+", label) for label in labels):
@@ -347,9 +352,8 @@ def load_classification(
         )
     unseen = sorted(set(validation_labels) - set(label_names))
     if unseen:
-        shown = ", ".join(f"'{u}'" for u in unseen[:5]) + (" ..." if len(unseen) > 5 else "")
         raise PlmError(
-            f"the validation data has labels that training never sees: {shown}. "
+            f"the validation data has labels that training never sees: {quote_labels(unseen)}. "
             "Add them to the training data or drop those rows."
         )
     if max_train_samples is not None:

@@ -6,17 +6,15 @@ written whole or not at all: metrics.json, confusion_matrix.png and errors.csv (
 misclassified row with all its input columns, the most confident mistakes first).
 """
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from plmcli import console, data, modeling, reporting
+from plmcli import console, data, reporting
 from plmcli.config import EvaluateConfig
 from plmcli.errors import PlmError
-from plmcli.inference import classify
+from plmcli.inference import load_for_inference, to_csv
 from plmcli.outputs import check_output_dir, staged_dir
 
 
@@ -27,15 +25,6 @@ class EvaluationResult:
     output: Path
     metrics: dict  # metrics.json's content
     errors: list[dict]  # misclassified rows, most confident first: input columns + predicted_label, predicted_score
-
-
-def _errors_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
-    return buffer.getvalue()
 
 
 def evaluate(config: EvaluateConfig) -> EvaluationResult:
@@ -50,27 +39,18 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         raise PlmError(f"{config.data} has no row with both a text and a label.")
     if len(kept) < len(frame):
         console.warn(f"skipped {len(frame) - len(kept)} rows with an empty text or label.")
-    device = modeling.choose_device(config.device)
-    precision = modeling.choose_precision(config.precision, device)
-    modeling.quiet_libraries()
-    tokenizer, model = modeling.load_classifier(config.model)
-    modeling.score_first_token_only(model)
-    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    classifier = load_for_inference(config.model, config.device, config.precision, config.max_length)
+    label_names = classifier.label_names
     label2id = {name: i for i, name in enumerate(label_names)}
     unknown = sorted(set(labels) - set(label2id))
     if unknown:
-        shown = ", ".join(f"'{u}'" for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise PlmError(
-            f"{config.data} has labels the model does not know: {shown}; "
+            f"{config.data} has labels the model does not know: {data.quote_labels(unknown)}; "
             f"the model's labels are: {', '.join(label_names)}."
         )
     console.info(f"Evaluating on {len(texts)} rows: text column '{columns.text}', label column '{columns.label}'.")
 
-    limit = modeling.model_limit(tokenizer, model)
-    max_length = min(config.max_length or limit, limit)
-    probabilities, truncated = classify(texts, tokenizer, model, config.batch_size, max_length, device, precision)
-    if truncated:
-        console.warn(f"{truncated} of {len(texts)} texts were longer than {max_length} tokens and were truncated.")
+    probabilities, truncated = classifier(texts, config.batch_size)
     predictions = probabilities.argmax(axis=1)
     references = np.array([label2id[y] for y in labels])
     from plmcli.metrics import classification_report
@@ -98,7 +78,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
     ]
     with staged_dir(output) as staging:
         reporting.write_json(staging / "metrics.json", metrics)
-        (staging / "errors.csv").write_text(_errors_csv(errors), encoding="utf-8")
+        (staging / "errors.csv").write_text(to_csv(errors, list(errors[0])) if errors else "", encoding="utf-8")
         reporting.plot_confusion_matrix(
             staging / "confusion_matrix.png",
             report["confusion_matrix"],

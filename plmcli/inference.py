@@ -33,7 +33,6 @@ class PredictResult:
     shown_columns: list[str]  # the columns the table shows
     format: str  # table, json or csv
     output: Optional[Path]  # the file written, or None for stdout
-    truncated: int  # texts cut to the model's limit
     texts_per_second: float
 
 
@@ -70,6 +69,52 @@ def classify(
             logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits  # (batch, labels)
             probabilities[batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return probabilities, truncated
+
+
+@dataclass
+class Classifier:
+    """A fine-tuned classifier loaded for inference, with where and how it runs."""
+
+    tokenizer: object
+    model: object
+    device: str
+    precision: str
+    max_length: int  # tokens per text: the user's limit, at most the model's
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+
+    def __call__(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, int]:
+        """Probabilities (texts, labels) in input order and the truncated count, which is also warned about."""
+        probabilities, truncated = classify(
+            texts, self.tokenizer, self.model, batch_size, self.max_length, self.device, self.precision
+        )
+        if truncated:
+            console.warn(
+                f"{truncated} of {len(texts)} texts were longer than {self.max_length} tokens and were truncated."
+            )
+        return probabilities, truncated
+
+
+def load_for_inference(model_name: str, device: str, precision: str, max_length: Optional[int]) -> Classifier:
+    """Load a fine-tuned classifier (refusing what is not one) on the chosen device and precision."""
+    device = modeling.choose_device(device)
+    precision = modeling.choose_precision(precision, device)
+    modeling.quiet_libraries()
+    tokenizer, model = modeling.load_classifier(model_name)
+    modeling.score_first_token_only(model)
+    limit = modeling.model_limit(tokenizer, model)
+    return Classifier(tokenizer, model, device, precision, min(max_length or limit, limit))
+
+
+def to_csv(rows: list[dict], columns: list[str]) -> str:
+    """Rows as CSV text with a header; scores with 6 decimals."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({c: f"{v:.6f}" if isinstance(v, float) else v for c, v in row.items()} for row in rows)
+    return buffer.getvalue()
 
 
 def _output_format(config: PredictConfig) -> str:
@@ -111,21 +156,11 @@ def predict(config: PredictConfig) -> PredictResult:
         texts, table, text_column = data.read_texts(config.file, config.text_column)
     else:
         texts, table, text_column = list(config.texts), None, None
-    device = modeling.choose_device(config.device)
-    precision = modeling.choose_precision(config.precision, device)
-    modeling.quiet_libraries()
-    tokenizer, model = modeling.load_classifier(config.model)
-    modeling.score_first_token_only(model)
-    limit = modeling.model_limit(tokenizer, model)
-    max_length = min(config.max_length or limit, limit)
-
+    classifier = load_for_inference(config.model, config.device, config.precision, config.max_length)
     started = time.perf_counter()
-    probabilities, truncated = classify(texts, tokenizer, model, config.batch_size, max_length, device, precision)
+    probabilities, _ = classifier(texts, config.batch_size)
     elapsed = time.perf_counter() - started
-    if truncated:
-        console.warn(f"{truncated} of {len(texts)} texts were longer than {max_length} tokens and were truncated.")
-
-    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    label_names = classifier.label_names
     input_columns = list(table.columns) if table is not None else ["text"]
     # An input table with its own label (or score) column keeps it; the predictions get a prefix.
     prefix = "predicted_" if {"label", "score"} & set(input_columns) else ""
@@ -144,7 +179,7 @@ def predict(config: PredictConfig) -> PredictResult:
     ]
     columns = input_columns + [label_column, score_column] + extra
     shown = [text_column or "text", label_column, score_column] + extra
-    result = PredictResult(rows, columns, shown, output_format, output, truncated, len(texts) / max(elapsed, 1e-9))
+    result = PredictResult(rows, columns, shown, output_format, output, len(texts) / max(elapsed, 1e-9))
     if output is not None:
         write_text_atomic(output, render(result))
     return result
@@ -162,12 +197,7 @@ def render(result: PredictResult) -> str:
             + "\n"
         )
     if result.format == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=result.columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in result.rows:
-            writer.writerow({c: f"{v:.6f}" if isinstance(v, float) else v for c, v in row.items()})
-        return buffer.getvalue()
+        return to_csv(result.rows, result.columns)
     body = [
         [f"{row[c]:.4f}" if isinstance(row[c], float) else row[c] for c in result.shown_columns] for row in result.rows
     ]
