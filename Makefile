@@ -26,13 +26,19 @@ test: install
 test-slow: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
 
+# The whole story: pretrain on review text, check it with fill-mask, fine-tune from it, predict.
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/plm finetune demo/sentiment.csv --output runs/demo --overwrite --epochs 5
+	HF_HUB_OFFLINE=1 $(BIN)/plm pretrain demo/corpus.txt --output runs/demo-pretrain --overwrite \
+		--epochs 8 --batch-size 8
+	HF_HUB_OFFLINE=1 $(BIN)/plm fill-mask --model runs/demo-pretrain "the acting was [MASK] ."
+	HF_HUB_OFFLINE=1 $(BIN)/plm finetune demo/sentiment.csv --model runs/demo-pretrain --output runs/demo \
+		--overwrite --epochs 5
 	HF_HUB_OFFLINE=1 $(BIN)/plm predict --model runs/demo "This is a great movie!"
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/finetune_vs_hf.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/predict_vs_pipeline.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/pretrain_vs_hf.py
 
 lint: install
 	$(BIN)/ruff check plmcli tests bench

@@ -12,22 +12,24 @@ from typing import Annotated
 import typer
 
 from plmcli import __version__, console
-from plmcli.commands import check, evaluate, finetune, predict
+from plmcli.commands import check, evaluate, fill_mask, finetune, predict, pretrain
 from plmcli.errors import RUNTIME_FAILURE, Interrupted, PlmError
 
 app = typer.Typer(
     name="plm",
-    help="Take a BERT-style model through its life on your data: check, finetune, predict, evaluate.",
+    help="Take a BERT-style model through its life on your data: pretrain, finetune, predict, evaluate.",
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("pretrain", no_args_is_help=True)(pretrain.pretrain)
 app.command("finetune", no_args_is_help=True)(finetune.finetune)
 app.command("predict")(predict.predict)
 app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
 app.command("check", no_args_is_help=True)(check.check)
+app.command("fill-mask", no_args_is_help=True)(fill_mask.fill_mask)
 
 _debug = False
 
@@ -45,7 +47,7 @@ def root(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
 ) -> None:
-    """Take a BERT-style model through its life on your data: check, finetune, predict, evaluate."""
+    """Take a BERT-style model through its life on your data: pretrain, finetune, predict, evaluate."""
     global _debug
     _debug = debug
 

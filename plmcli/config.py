@@ -17,6 +17,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 FORMATS = ("table", "json", "jsonl", "csv")
 DEFAULT_CLASSIFIER = "runs/finetune"  # where `plm finetune` writes and `plm predict` reads by default
+DEFAULT_PRETRAINED = "runs/pretrain"  # where `plm pretrain` writes and `plm fill-mask` reads by default
+OBJECTIVES = ("mlm", "mlm+nsp")
+SIZES = ("tiny", "mini", "small", "base")
 
 
 def default_learning_rate(hidden_size: int) -> float:
@@ -77,6 +80,77 @@ class FinetuneConfig:
             _check_positive(name, value)
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--precision", self.precision, PRECISIONS)
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of `plm pretrain`: continue (or start) masked-language-model pretraining on a text corpus."""
+
+    corpus: list[str]  # text files (.gz too), directories, globs, or '-' for stdin
+    model: Optional[str] = None  # base model: None is the bundled MiniLM; ignored with from_scratch
+    output: str = DEFAULT_PRETRAINED
+    max_length: int = 128  # tokens per block (or per line with line_by_line), special tokens included
+    line_by_line: bool = False  # one example per line instead of run_mlm.py's concatenated blocks
+    mlm_probability: float = 0.15  # share of tokens the model must predict
+    whole_word_mask: bool = False  # mask every piece of a word together
+    objective: str = "mlm"  # mlm, or mlm+nsp (BertForPreTraining with next-sentence pairs)
+    from_scratch: bool = False  # train a WordPiece tokenizer on the corpus and a new BERT of `size`
+    size: str = "mini"  # from-scratch BERT size: tiny, mini, small or base
+    vocab_size: int = 30522  # from-scratch WordPiece vocabulary size
+    validation_split: float = 0.05  # share of examples held out to measure perplexity before and after
+    max_validation_examples: int = 2000  # cap on the held-out examples
+    epochs: float = 3.0
+    max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs)
+    batch_size: int = 32  # examples per step per device
+    lr: Optional[float] = None  # peak AdamW learning rate; None: by encoder width, higher from scratch
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    seed: int = 42
+    device: str = "auto"
+    precision: str = "auto"
+    overwrite: bool = False
+    command: list[str] = field(default_factory=list)  # the command line, for the model card
+
+    def __post_init__(self) -> None:
+        if not 0 < self.mlm_probability < 1:
+            raise PlmError(f"--mlm-probability must be between 0 and 1; got {self.mlm_probability}.")
+        if not 0 < self.validation_split < 1:
+            raise PlmError(f"--validation-split must be between 0 and 1 (a share); got {self.validation_split}.")
+        for name, value in (
+            ("--epochs", self.epochs),
+            ("--max-steps", self.max_steps),
+            ("--batch-size", self.batch_size),
+            ("--lr", self.lr),
+            ("--max-length", self.max_length),
+            ("--vocab-size", self.vocab_size),
+        ):
+            _check_positive(name, value)
+        if self.max_length < 8:
+            raise PlmError(f"--max-length must be at least 8; got {self.max_length}.")
+        if self.from_scratch and self.vocab_size < 100:
+            raise PlmError(f"--vocab-size must be at least 100; got {self.vocab_size}.")
+        _check_choice("--objective", self.objective, OBJECTIVES)
+        _check_choice("--size", self.size, SIZES)
+        _check_choice("--device", self.device, DEVICES)
+        _check_choice("--precision", self.precision, PRECISIONS)
+
+
+@dataclass
+class FillMaskConfig:
+    """Settings of `plm fill-mask`: the most likely fillers of each mask in a text."""
+
+    texts: list[str]
+    model: str = DEFAULT_PRETRAINED
+    top_k: int = 5  # fillers per mask, best first
+    format: str = "table"  # table or json
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.texts:
+            raise PlmError('nothing to fill: give a text with a mask, like "the movie was [MASK] .".')
+        _check_positive("--top-k", self.top_k)
+        _check_choice("--format", self.format, ("table", "json"))
+        _check_choice("--device", self.device, DEVICES)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Batched prediction with a fine-tuned classifier.
+"""Batched prediction with a fine-tuned classifier, and fill-mask with a masked-LM.
 
 Texts are tokenised once, sorted by length and run in batches under ``torch.inference_mode``
 (each batch pads only to its own longest text), then put back in input order; the labels do
@@ -16,8 +16,8 @@ from typing import Optional
 
 import numpy as np
 
-from plmcli import console, modeling
-from plmcli.config import PredictConfig
+from plmcli import console, modeling, speed
+from plmcli.config import FillMaskConfig, PredictConfig
 from plmcli.errors import PlmError
 from plmcli.outputs import check_output_file, write_text_atomic
 
@@ -103,7 +103,7 @@ def load_for_inference(model_name: str, device: str, precision: str, max_length:
     precision = modeling.choose_precision(precision, device)
     modeling.quiet_libraries()
     tokenizer, model = modeling.load_classifier(model_name)
-    modeling.score_first_token_only(model)
+    speed.score_first_token_only(model)
     limit = modeling.model_limit(tokenizer, model)
     return Classifier(tokenizer, model, device, precision, min(max_length or limit, limit))
 
@@ -202,3 +202,77 @@ def render(result: PredictResult) -> str:
         [f"{row[c]:.4f}" if isinstance(row[c], float) else row[c] for c in result.shown_columns] for row in result.rows
     ]
     return console.format_table(result.shown_columns, body) + "\n"
+
+
+def _with_model_mask(text: str, mask_token: str) -> str:
+    """The text with '[MASK]' written as the model's own mask token (e.g. '<mask>'), when that differs."""
+    return text.replace("[MASK]", mask_token) if mask_token != "[MASK]" else text
+
+
+def fill_mask(config: FillMaskConfig) -> list[dict]:
+    """The top-k fillers of every mask in each text: [{text, masks: [[{token, score, sequence}, ...]]}].
+
+    Special tokens ([CLS], [PAD], ...) are never proposed; scores are the softmax over the rest.
+    """
+    import torch
+
+    device = modeling.choose_device(config.device)
+    modeling.quiet_libraries()
+    tokenizer, model = modeling.load_masked_lm(config.model)
+    texts = [_with_model_mask(text, tokenizer.mask_token) for text in config.texts]
+    for original, text in zip(config.texts, texts):
+        if tokenizer.mask_token not in text:
+            raise PlmError(
+                f"no mask in {original!r}: write {tokenizer.mask_token} where a word should be filled in, "
+                f'e.g. "the movie was {tokenizer.mask_token} ."'
+            )
+    limit = modeling.model_limit(tokenizer, model)
+    encodings = tokenizer(texts, truncation=True, max_length=limit, padding=True, return_tensors="pt")
+    masks = encodings["input_ids"] == tokenizer.mask_token_id  # (texts, len)
+    lost = [original for original, row in zip(config.texts, masks) if not row.any()]
+    if lost:
+        raise PlmError(f"the mask in {lost[0]!r} lies beyond the model's {limit}-token limit.")
+    model.to(device)
+    with torch.inference_mode():
+        logits = model(**{name: tensor.to(device) for name, tensor in encodings.items()}).logits  # (texts, len, vocab)
+        logits[..., tokenizer.all_special_ids] = float("-inf")
+    results = []
+    for row, text in enumerate(config.texts):
+        ids = encodings["input_ids"][row]
+        fillers = []
+        for position in masks[row].nonzero().view(-1).tolist():
+            scores, candidates = logits[row, position].float().softmax(-1).topk(config.top_k)
+            fillers.append(
+                [
+                    {
+                        "token": tokenizer.convert_ids_to_tokens(candidate),
+                        "score": round(score, 6),
+                        "sequence": tokenizer.decode(
+                            [candidate if i == position else token for i, token in enumerate(ids.tolist())],
+                            skip_special_tokens=True,
+                        ),
+                    }
+                    for score, candidate in zip(scores.tolist(), candidates.tolist())
+                ]
+            )
+        results.append({"text": text, "masks": fillers})
+    return results
+
+
+def render_fill_mask(results: list[dict], output_format: str) -> str:
+    """Fill-mask results as a table (one row per filler) or JSON."""
+    if output_format == "json":
+        return json.dumps(results, ensure_ascii=False, indent=1) + "\n"
+    rows = []
+    for result in results:
+        for number, fillers in enumerate(result["masks"], start=1):
+            for rank, filler in enumerate(fillers, start=1):
+                rows.append([number, rank, filler["token"], f"{filler['score']:.4f}", filler["sequence"]])
+    headers = ["mask", "rank", "token", "score", "sequence"]
+    blocks = []
+    start = 0
+    for result in results:
+        count = sum(len(fillers) for fillers in result["masks"])
+        blocks.append(f"{result['text']}\n" + console.format_table(headers, rows[start : start + count], max_width=80))
+        start += count
+    return "\n\n".join(blocks) + "\n"

@@ -3,6 +3,7 @@
 import json
 import shlex
 from pathlib import Path
+from typing import Optional
 
 from plmcli import __version__
 
@@ -23,7 +24,7 @@ def write_finetune_card(directory: Path, config, base_name: str, labelled, metri
     """A model card that says what the model is, what it was trained on, how well it does, how to use it."""
     validation = metrics["validation"]
     validation_source = config.validation or f"{config.validation_split:.0%} of the training file, stratified"
-    command = " ".join(shlex.quote(part) for part in config.command) if config.command else "(Python API)"
+    command = _command(config)
     text = f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -33,6 +34,8 @@ tags: [plm, text-classification]
 # Text classifier fine-tuned with plm
 
 A `BertForSequenceClassification`-style model fine-tuned from **{base_name}** by plm {__version__}.
+
+Lineage: {" -> ".join(metrics["lineage"])}
 
 ## Data
 - Training file: `{config.data}` ({metrics["train"]["samples"]} rows used), text column `{labelled.columns.text}`, \
@@ -65,6 +68,69 @@ classify = pipeline("text-classification", model="{config.output}")
     (directory / "README.md").write_text(text, encoding="utf-8")
 
 
+def _command(config) -> str:
+    return " ".join(shlex.quote(part) for part in config.command) if config.command else "(Python API)"
+
+
+def write_pretrain_card(directory: Path, config, metrics: dict) -> None:
+    """A model card for a pretrain run: base model, corpus, objective, held-out evidence, lineage, use."""
+    before, after = metrics["validation"]["before"], metrics["validation"]["after"]
+    train, text = metrics["train"], metrics["corpus"]
+    architecture = "BertForPreTraining" if metrics["objective"] == "mlm+nsp" else "BertForMaskedLM"
+    nsp = (
+        f"| NSP accuracy | {before['nsp_accuracy']:.4f} | {after['nsp_accuracy']:.4f} |\n"
+        if "nsp_accuracy" in after
+        else ""
+    )
+    text_sources = ", ".join(f"`{name}`" for name in text["sources"][:10]) + (
+        f" and {len(text['sources']) - 10} more" if len(text["sources"]) > 10 else ""
+    )
+    card = f"""---
+library_name: transformers
+pipeline_tag: fill-mask
+tags: [plm, fill-mask, bert]
+---
+
+# Masked-language model pretrained with plm
+
+A `{architecture}` {"trained from scratch" if metrics["from_scratch"] else "whose pretraining was continued"} \
+from **{metrics["base_model"]}** by plm {__version__}.
+
+Lineage: {" -> ".join(metrics["lineage"])}
+
+## Corpus
+- {text_sources}: {text["documents"]} documents, {text["lines"]} lines, {text["tokens"]} tokens
+- Examples: {train["examples"]} training and {metrics["validation"]["examples"]} held-out {metrics["examples"]} \
+of up to {metrics["max_length"]} tokens
+
+## Training
+- Command: `{_command(config)}`
+- Objective {metrics["objective"]}, mask probability {metrics["mlm_probability"]}, whole-word masking \
+{"on" if metrics["whole_word_mask"] else "off"}
+- {train["steps"]} steps of batch {train["batch_size"]}, learning rate {train["learning_rate"]:g}, seed \
+{metrics["seed"]}, {metrics["device"]}, {metrics["precision"]} ({metrics["precision_reason"]})
+- {train["runtime_seconds"]} s, {train["tokens_per_second"]} tokens/s, final training loss {train["loss"]:.4f}
+
+## Held-out evidence (the same masked inputs before and after)
+| | before | after |
+|---|---|---|
+| masked-LM loss | {before["loss"]:.4f} | {after["loss"]:.4f} |
+| perplexity | {before["perplexity"]:.2f} | {after["perplexity"]:.2f} |
+| masked-token accuracy | {before["accuracy"]:.4f} | {after["accuracy"]:.4f} |
+{nsp}
+## Use
+```
+plm fill-mask --model {config.output} "the movie was [MASK] ."
+plm finetune labels.csv --model {config.output}
+```
+```python
+from transformers import AutoModelForMaskedLM
+model = AutoModelForMaskedLM.from_pretrained("{config.output}")
+```
+"""
+    (directory / "README.md").write_text(card, encoding="utf-8")
+
+
 def plot_confusion_matrix(path: Path, matrix: list[list[int]], label_names: list[str], title: str) -> None:
     """A confusion matrix PNG: counts in each cell, colour by the share of each true label's rows."""
     import matplotlib
@@ -92,7 +158,13 @@ def plot_confusion_matrix(path: Path, matrix: list[list[int]], label_names: list
     plt.close(figure)
 
 
-def plot_loss_curve(path: Path, log_history: list[dict], final_validation_loss: float, final_step: int) -> None:
+def plot_loss_curve(
+    path: Path,
+    log_history: list[dict],
+    final_validation_loss: float,
+    final_step: int,
+    initial_validation_loss: Optional[float] = None,
+) -> None:
     """Training loss by step (from the Trainer's log history) with validation loss at each evaluation."""
     import matplotlib
 
@@ -102,6 +174,8 @@ def plot_loss_curve(path: Path, log_history: list[dict], final_validation_loss: 
     train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
     validation = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and e["step"] < final_step]
     validation.append((final_step, final_validation_loss))
+    if initial_validation_loss is not None:
+        validation.insert(0, (0, initial_validation_loss))
     figure, axes = plt.subplots(figsize=(7, 4.5))
     if train:
         axes.plot(*zip(*train), marker=".", label="training loss")

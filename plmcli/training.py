@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plmcli import console, data, modeling, reporting
+from plmcli import console, data, modeling, reporting, speed
 from plmcli.config import FinetuneConfig, default_learning_rate
 from plmcli.outputs import check_output_dir, staged_dir
 
@@ -25,7 +25,7 @@ class FinetuneResult:
     notes: list[str] = field(default_factory=list)  # what the summary should point out
 
 
-def _progress_callback():
+def progress_callback():
     from tqdm.auto import tqdm
     from transformers import TrainerCallback
 
@@ -125,8 +125,10 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
     tokenizer = modeling.load_tokenizer(source)
     set_seed(config.seed)  # the new head's initial weights come from this seed too
-    model = modeling.load_for_classification(source, labelled.label_names)
-    modeling.score_first_token_only(model)
+    model, new_weights = modeling.load_for_classification(source, labelled.label_names)
+    if new_weights:
+        console.info(new_weights)
+    speed.score_first_token_only(model)
     max_length = min(config.max_length, modeling.model_limit(tokenizer, model))
     if max_length < config.max_length:
         console.warn(f"--max-length {config.max_length} is more than {source.name} takes; using {max_length}.")
@@ -146,7 +148,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         )
         console.warn(notes[-1])
 
-    progress = _progress_callback()
+    progress = progress_callback()
     with staged_dir(output) as staging:
         trainer = Trainer(
             model=model,
@@ -182,6 +184,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             "truncated_texts": {"train": train_truncated, "validation": validation_truncated},
             "device": device,
             "precision": precision,
+            "lineage": [*modeling.lineage(source), f"finetune on {config.data} -> {config.output}"],
         }
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

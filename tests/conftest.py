@@ -94,6 +94,44 @@ def tiny_mlm(tmp_path_factory, tiny_base) -> Path:
     return directory
 
 
+def corpus_text(documents: int, seed: int = 0) -> str:
+    """Documents of short sentences in the tiny vocabulary, separated by blank lines."""
+    rows = sentiment_rows(documents * 4, seed)
+    return "\n\n".join("\n".join(text + " ." for text, _ in rows[i : i + 4]) for i in range(0, len(rows), 4)) + "\n"
+
+
+@pytest.fixture
+def corpus_txt(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(corpus_text(60), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory, tiny_base) -> Path:
+    """The tiny BERT after a short `plm pretrain` (shared by the fill-mask and handoff tests)."""
+    from plmcli.config import PretrainConfig
+    from plmcli.pretraining import pretrain
+
+    directory = tmp_path_factory.mktemp("corpus")
+    corpus = directory / "corpus.txt"
+    corpus.write_text(corpus_text(80), encoding="utf-8")
+    output = tmp_path_factory.mktemp("pretrained") / "model"
+    pretrain(
+        PretrainConfig(
+            corpus=[str(corpus)],
+            model=str(tiny_base),
+            output=str(output),
+            max_length=32,
+            epochs=4,
+            lr=3e-3,
+            batch_size=16,
+            device="cpu",
+        )
+    )
+    return output
+
+
 @pytest.fixture
 def sentiment_csv(tmp_path) -> Path:
     return write_csv(tmp_path / "reviews.csv", ["text", "label"], sentiment_rows(80))

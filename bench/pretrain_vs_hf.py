@@ -1,0 +1,162 @@
+"""Masked-LM pretraining throughput and held-out perplexity: plm against the same run in plain Hugging Face.
+
+The corpus is the sentences of the first 20,000 rows of SST-2's train.tsv. Both runs start from
+the bundled MiniLM (a new masked-LM head), train on the same max-length-128 blocks
+(run_mlm.py's group_texts) for the same number of steps of batch 32 with the same learning
+rate, warmup, weight decay and seed, in fp32 on the CPU, and are scored on the same held-out
+blocks, masked once with a fixed seed. The plain run is run_mlm.py's recipe:
+BertForMaskedLM + DataCollatorForLanguageModeling + Trainer. Runs alternate (plm, HF, ...)
+because this host's speed drifts; medians are reported.
+
+Usage:
+    python bench/pretrain_vs_hf.py [--rows 20000] [--steps 60] [--repeats 1]
+"""
+
+import argparse
+import csv
+import json
+import platform
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from plmcli import corpus, modeling
+from plmcli.config import PretrainConfig
+from plmcli.pretraining import evaluate_masked_lm, masked_batches, pretrain
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+MODEL_OUT = Path(__file__).resolve().parent / "out" / "pretrain-plm"
+
+
+def write_corpus(rows: int, path: Path) -> None:
+    """The 'sentence' column of the first ``rows`` rows of train.tsv, one per line."""
+    with open(DATA / "train.tsv", newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
+        sentences = [row["sentence"].strip() for _, row in zip(range(rows), reader)]
+    path.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+
+
+def held_out_split(corpus_path: Path, seed: int = 42):
+    """plm's blocks of the corpus split as plm splits them, and the held-out blocks masked as plm masks them."""
+    from transformers import DataCollatorForLanguageModeling
+
+    source = modeling.resolve(None)
+    tokenizer = modeling.load_tokenizer(source)
+    examples = corpus.blocks(corpus.read_corpus([str(corpus_path)]), tokenizer, 128, whole_word_mask=False)
+    train_indices, validation_indices = corpus.split_validation(len(examples), 0.05, 2000, seed)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=seed)
+    held_out = masked_batches(examples.split(validation_indices), collator, 64)
+    return tokenizer, examples.split(train_indices), held_out
+
+
+def plain_hf(tokenizer, train, held_out, steps: int, lr: float, output_dir: str, seed: int = 42) -> dict:
+    """run_mlm.py's training: BertForMaskedLM, DataCollatorForLanguageModeling, Trainer."""
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForMaskedLM,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    set_seed(seed)
+    model = AutoModelForMaskedLM.from_pretrained(str(modeling.bundled_model_dir()))
+    args = TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=32,
+        learning_rate=lr,
+        weight_decay=0.01,
+        warmup_steps=0.06,
+        max_steps=steps,
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_strategy="no",
+        include_num_input_tokens_seen="non_padding",
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict(
+            {"input_ids": train.columns["input_ids"], "special_tokens_mask": train.columns["special_tokens_mask"]}
+        ),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15),
+        processing_class=tokenizer,
+    )
+    result = trainer.train()
+    return {
+        "tokens_per_second": trainer.state.num_input_tokens_seen / result.metrics["train_runtime"],
+        "after": evaluate_masked_lm(model, held_out, "cpu"),
+    }
+
+
+def run_plm(corpus_path: Path, steps: int) -> dict:
+    result = pretrain(
+        PretrainConfig(
+            corpus=[str(corpus_path)],
+            output=str(MODEL_OUT),
+            max_steps=steps,
+            batch_size=32,
+            overwrite=True,
+            device="cpu",
+            precision="fp32",
+        )
+    )
+    metrics = result.metrics
+    return {
+        "learning_rate": metrics["train"]["learning_rate"],
+        "tokens_per_second": metrics["train"]["tokens_per_second"],
+        "before": metrics["validation"]["before"],
+        "after": metrics["validation"]["after"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    modeling.quiet_libraries(with_datasets=True)
+    results = {"plm": [], "hf": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        corpus_path = Path(scratch) / "sst2-sentences.txt"
+        write_corpus(args.rows, corpus_path)
+        tokenizer, train, held_out = held_out_split(corpus_path)
+        for _ in range(args.repeats):
+            results["plm"].append(run_plm(corpus_path, args.steps))
+            print("plm", results["plm"][-1], flush=True)
+            lr = results["plm"][-1]["learning_rate"]
+            results["hf"].append(plain_hf(tokenizer, train, held_out, args.steps, lr, f"{scratch}/hf"))
+            print("hf ", results["hf"][-1], flush=True)
+
+    def median(name, key, inner=None):
+        return statistics.median(r[key][inner] if inner else r[key] for r in results[name])
+
+    summary = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}",
+        "corpus_rows": args.rows,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "plm_tokens_per_second": round(median("plm", "tokens_per_second"), 1),
+        "hf_tokens_per_second": round(median("hf", "tokens_per_second"), 1),
+        "throughput_ratio": round(median("plm", "tokens_per_second") / median("hf", "tokens_per_second"), 2),
+        "perplexity_before": median("plm", "before", "perplexity"),
+        "plm_perplexity_after": median("plm", "after", "perplexity"),
+        "hf_perplexity_after": median("hf", "after", "perplexity"),
+        "plm_perplexity_ratio": round(median("plm", "before", "perplexity") / median("plm", "after", "perplexity"), 1),
+        "plm_masked_accuracy_after": median("plm", "after", "accuracy"),
+        "hf_masked_accuracy_after": median("hf", "after", "accuracy"),
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""`plm pretrain CORPUS...`: continue (or start) masked-language-model pretraining on your text.
+
+Usage:
+    plm pretrain corpus.txt
+    plm pretrain notes/ "more/*.txt.gz" --epochs 1 --whole-word-mask
+    plm pretrain corpus.txt --objective mlm+nsp --output runs/pretrain-nsp
+    plm pretrain corpus.txt --from-scratch --size tiny --vocab-size 8000
+"""
+
+import sys
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from plmcli import console
+from plmcli.config import DEFAULT_PRETRAINED, PretrainConfig
+from plmcli.options import (
+    Device,
+    DeviceOption,
+    MaxLengthOption,
+    OverwriteOption,
+    Precision,
+    PrecisionOption,
+    SeedOption,
+)
+
+
+class Objective(str, Enum):
+    mlm = "mlm"
+    mlm_nsp = "mlm+nsp"
+
+
+class Size(str, Enum):
+    tiny = "tiny"
+    mini = "mini"
+    small = "small"
+    base = "base"
+
+
+def pretrain(
+    corpus: Annotated[
+        list[str],
+        typer.Argument(
+            help="Text: files (.gz too), directories (their .txt files), globs, or - for stdin. "
+            "Blank lines separate documents.",
+            show_default=False,
+            metavar="CORPUS",
+        ),
+    ],
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model", "-m", help="Base model: a local model directory or a Hugging Face id. [default: bundled MiniLM]"
+        ),
+    ] = None,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Directory to write the model to.")
+    ] = DEFAULT_PRETRAINED,
+    max_length: MaxLengthOption = 128,
+    line_by_line: Annotated[
+        bool, typer.Option("--line-by-line", help="One example per line instead of concatenated max-length blocks.")
+    ] = False,
+    mlm_probability: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of tokens masked for the model to predict.")
+    ] = 0.15,
+    whole_word_mask: Annotated[
+        bool, typer.Option("--whole-word-mask", help="Mask all the pieces of a word together.")
+    ] = False,
+    objective: Annotated[
+        Objective,
+        typer.Option(help="mlm, or mlm+nsp: BERT's recipe with next-sentence pairs (BertForPreTraining)."),
+    ] = Objective.mlm,
+    from_scratch: Annotated[
+        bool,
+        typer.Option("--from-scratch", help="Train a WordPiece tokenizer on the corpus and a new BERT of --size."),
+    ] = False,
+    size: Annotated[
+        Size, typer.Option(help="Size of a --from-scratch BERT (layers/hidden: 2/128, 4/256, 4/512, 12/768).")
+    ] = Size.mini,
+    vocab_size: Annotated[int, typer.Option(min=100, help="WordPiece vocabulary size for --from-scratch.")] = 30522,
+    validation_split: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of examples held out (at most 2,000) to measure perplexity."),
+    ] = 0.05,
+    epochs: Annotated[float, typer.Option(min=0.0, help="Passes over the corpus.")] = 3.0,
+    max_steps: Annotated[
+        Optional[int], typer.Option(min=1, help="Stop after this many optimizer steps (overrides --epochs).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Examples per training step per device.")] = 32,
+    lr: Annotated[
+        Optional[float],
+        typer.Option(
+            min=0.0,
+            help="Peak learning rate (AdamW, linear decay). [default: 1e-4 for encoders narrower than 768, "
+            "5e-5 up to 1024, else 2e-5; from scratch 5e-4, or 1e-4 from 768 wide]",
+        ),
+    ] = None,
+    seed: SeedOption = 42,
+    device: DeviceOption = Device.auto,
+    precision: PrecisionOption = Precision.auto,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Continue masked-LM pretraining of a BERT on your text (or pretrain one from scratch)."""
+    if from_scratch and model is not None:
+        raise typer.BadParameter("--from-scratch trains a new model; leave out --model.", param_hint="--model")
+    if objective is Objective.mlm_nsp and line_by_line:
+        raise typer.BadParameter(
+            "mlm+nsp builds sentence pairs; it has no --line-by-line mode.", param_hint="--line-by-line"
+        )
+    config = PretrainConfig(
+        corpus=corpus,
+        model=model,
+        output=output,
+        max_length=max_length,
+        line_by_line=line_by_line,
+        mlm_probability=mlm_probability,
+        whole_word_mask=whole_word_mask,
+        objective=objective.value,
+        from_scratch=from_scratch,
+        size=size.value,
+        vocab_size=vocab_size,
+        validation_split=validation_split,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device.value,
+        precision=precision.value,
+        overwrite=overwrite,
+        command=["plm", *sys.argv[1:]],
+    )
+    from plmcli.pretraining import pretrain as run_pretrain
+
+    console.out(summary(run_pretrain(config)))
+
+
+def summary(result) -> str:
+    """The one-screen report of a finished run: before/after evidence, where the model is, what next."""
+    metrics = result.metrics
+    train, validation = metrics["train"], metrics["validation"]
+    before, after = validation["before"], validation["after"]
+    rows = [
+        [name, f"{m['loss']:.4f}", f"{m['perplexity']:.2f}", f"{m['accuracy']:.4f}"]
+        + ([f"{m['nsp_accuracy']:.4f}"] if "nsp_accuracy" in m else [])
+        for name, m in (("before", before), ("after", after))
+    ]
+    headers = ["held-out", "loss", "perplexity", "masked accuracy"] + (
+        ["NSP accuracy"] if "nsp_accuracy" in after else []
+    )
+    lines = [
+        "",
+        f"Trained {train['steps']} steps on {train['examples']} {metrics['examples']} "
+        f"in {train['runtime_seconds']:.1f} s "
+        f"({train['tokens_per_second']:.0f} tokens/s, {metrics['device']}, {metrics['precision']}).",
+        f"Held-out: {validation['examples']} {metrics['examples']}, {after['masked_tokens']} masked tokens "
+        "(the same masked inputs before and after):",
+        "",
+        console.format_table(headers, rows),
+        "",
+        f"Perplexity fell {metrics['perplexity_ratio']:g}x."
+        if metrics["perplexity_ratio"] >= 1
+        else f"Perplexity rose {1 / metrics['perplexity_ratio']:.2f}x: try a lower --lr or more data.",
+        *result.notes,
+        f"Model saved to {result.output}/ (metrics.json, README.md, loss_curve.png).",
+        f'Try it:     plm fill-mask --model {result.output} "the movie was [MASK] ."',
+        f"Fine-tune:  plm finetune labels.csv --model {result.output}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,283 @@
+"""Pretraining text -> training examples: corpus readers, documents, blocks, lines, NSP pairs.
+
+A corpus is any mix of text files (``.gz`` decompressed), directories (their ``.txt`` and
+``.txt.gz`` files, recursively), globs and ``-`` for stdin. Text is UTF-8 (a BOM is dropped);
+blank lines separate documents. Blocks follow run_mlm.py's group_texts: every line is tokenized
+with [CLS] and [SEP], the token streams are concatenated and cut into ``max_length`` blocks over
+the whole corpus, so only the very last block can be short (it is kept, not dropped). NSP pairs
+follow the BERT paper's create_instances_from_document.
+"""
+
+import glob
+import gzip
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from plmcli.errors import PlmError
+
+CORPUS_SUFFIXES = (".txt", ".txt.gz", ".text", ".text.gz")  # what a directory contributes
+SHORT_PAIR_PROBABILITY = 0.1  # BERT's short_seq_prob: some NSP pairs are shorter than max_length
+
+
+@dataclass
+class Corpus:
+    """A corpus as documents of non-empty lines, and where it came from."""
+
+    documents: list[list[str]]
+    sources: list[str]  # file names as the user gave them ('-' for stdin)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for document in self.documents for line in document]
+
+
+def _expand(item: str) -> list[Path]:
+    """The files one CORPUS argument names: itself, a directory's text files, or a glob's matches."""
+    path = Path(item).expanduser()
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.name.lower().endswith(CORPUS_SUFFIXES)
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise PlmError(f"no text files in directory {item} (looked for {', '.join(CORPUS_SUFFIXES)}).")
+        return files
+    if path.is_file():
+        return [path]
+    if any(char in item for char in "*?["):
+        matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        if not matches:
+            raise PlmError(f"no files match {item}.")
+        return matches
+    raise PlmError(f"corpus file not found: {item}")
+
+
+def _decode(raw: bytes, name: str) -> str:
+    try:
+        text = raw.decode("utf-8-sig")  # drops a UTF-8 byte-order mark
+    except UnicodeDecodeError as exc:
+        raise PlmError(
+            f"{name} is not UTF-8 text (invalid byte at offset {exc.start}); convert it first, "
+            "e.g. iconv -f latin1 -t utf-8."
+        ) from exc
+    if "\x00" in text:
+        raise PlmError(f"{name} looks like a binary file (it contains NUL bytes), not text.")
+    return text
+
+
+def _read_bytes(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if path.suffix.lower() == ".gz":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise PlmError(f"{path} is not a valid gzip file ({exc}).") from exc
+    return raw
+
+
+def split_documents(text: str) -> list[list[str]]:
+    """Documents (lists of stripped, non-empty lines) of a text; blank lines separate them."""
+    documents, current = [], []
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = line.strip()
+        if line:
+            current.append(line)
+        elif current:
+            documents.append(current)
+            current = []
+    if current:
+        documents.append(current)
+    return documents
+
+
+def read_corpus(items: list[str]) -> Corpus:
+    """Read every file the CORPUS arguments name; refuse a missing, unreadable or empty corpus."""
+    if not items:
+        raise PlmError("no corpus given: pass text files, directories, globs, or - for stdin.")
+    documents, sources = [], []
+    for item in items:
+        if item == "-":
+            texts = [(_decode(sys.stdin.buffer.read(), "standard input"), "-")]
+        else:
+            texts = [(_decode(_read_bytes(path), str(path)), str(path)) for path in _expand(item)]
+        for text, name in texts:
+            documents.extend(split_documents(text))
+            sources.append(name)
+    if not documents:
+        raise PlmError(f"the corpus has no text: {', '.join(sources)} {'is' if len(sources) == 1 else 'are'} empty.")
+    return Corpus(documents=documents, sources=sources)
+
+
+@dataclass
+class Examples:
+    """Tokenized training examples as columns (lists of lists), ready for datasets.Dataset.from_dict."""
+
+    columns: dict[str, list]
+    tokens: int  # tokens over all examples, special tokens included
+    truncated: int = 0  # lines cut to max_length (line-by-line only)
+
+    def __len__(self) -> int:
+        return len(self.columns["input_ids"])
+
+    def split(self, indices: list[int]) -> "Examples":
+        columns = {name: [values[i] for i in indices] for name, values in self.columns.items()}
+        return Examples(columns, sum(len(ids) for ids in columns["input_ids"]))
+
+
+def _encode_lines(lines: list[str], tokenizer, special_tokens: bool, offsets: bool) -> dict[str, list]:
+    """Tokenize lines in chunks (the fast tokenizer batches them in Rust)."""
+    encoded: dict[str, list] = {"input_ids": [], "special_tokens_mask": []}
+    if offsets:
+        encoded["offset_mapping"] = []
+    for start in range(0, len(lines), 2000):
+        batch = tokenizer(
+            lines[start : start + 2000],
+            add_special_tokens=special_tokens,
+            return_special_tokens_mask=True,
+            return_offsets_mapping=offsets,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            truncation=False,
+            verbose=False,
+        )
+        for name in encoded:
+            encoded[name].extend(batch[name])
+    return encoded
+
+
+def blocks(corpus: Corpus, tokenizer, max_length: int, whole_word_mask: bool) -> Examples:
+    """run_mlm.py's group_texts over the whole corpus: concatenated lines cut into max_length blocks."""
+    encoded = _encode_lines(corpus.lines, tokenizer, special_tokens=True, offsets=whole_word_mask)
+    columns: dict[str, list] = {}
+    total = 0
+    for name, rows in encoded.items():
+        flat = np.concatenate([np.asarray(row, dtype=np.int64).reshape(len(row), -1) for row in rows])
+        total = len(flat)
+        pieces = [flat[start : start + max_length] for start in range(0, total, max_length)]
+        columns[name] = [
+            piece.reshape(-1).tolist() if name != "offset_mapping" else piece.tolist() for piece in pieces
+        ]
+    if total < 2:
+        raise PlmError("the corpus is too short to train on: it makes fewer than 2 tokens.")
+    return Examples(columns, total)
+
+
+def lines(corpus: Corpus, tokenizer, max_length: int, whole_word_mask: bool) -> Examples:
+    """One example per non-empty line, cut to max_length tokens (the final [SEP] kept)."""
+    encoded = _encode_lines(corpus.lines, tokenizer, special_tokens=True, offsets=whole_word_mask)
+    truncated = 0
+    for index, ids in enumerate(encoded["input_ids"]):
+        if len(ids) > max_length:
+            truncated += 1
+            for name in encoded:
+                row = encoded[name][index]
+                encoded[name][index] = row[: max_length - 1] + row[-1:]
+    return Examples(encoded, sum(len(ids) for ids in encoded["input_ids"]), truncated)
+
+
+def _truncate_pair(first: list, second: list, budget: int, rng: random.Random) -> None:
+    """BERT's truncate_seq_pair: trim the longer segment, from the front or the back at random."""
+    while len(first) + len(second) > budget:
+        longer = first if len(first) > len(second) else second
+        del longer[0 if rng.random() < 0.5 else -1]
+
+
+def nsp_pairs(corpus: Corpus, tokenizer, max_length: int, seed: int) -> Examples:
+    """Next-sentence pairs as in the BERT paper: segment B is the true continuation half the time.
+
+    Each document's lines are gathered into chunks of about max_length tokens, each chunk split
+    at a random line into A and B; half the time B is replaced by a segment starting at a random
+    line of another document (of a distant part of the same document, for a one-document corpus).
+    Label 0: B follows A; 1: B is random (BertForPreTraining's next_sentence_label).
+    """
+    rng = random.Random(seed)
+    ids = _encode_lines(corpus.lines, tokenizer, special_tokens=False, offsets=False)["input_ids"]
+    documents, start = [], 0
+    for document in corpus.documents:
+        documents.append([segment for segment in ids[start : start + len(document)] if segment])
+        start += len(document)
+    documents = [document for document in documents if document]
+    if len(documents) == 1:
+        corpus.notes.append(
+            "the corpus is one document (no blank lines between documents), so random next segments "
+            "for next-sentence prediction come from distant parts of it."
+        )
+    budget = max_length - 3  # [CLS] A [SEP] B [SEP]
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    columns: dict[str, list] = {
+        "input_ids": [],
+        "token_type_ids": [],
+        "special_tokens_mask": [],
+        "next_sentence_label": [],
+    }
+    for doc_index, document in enumerate(documents):
+        target = rng.randint(2, budget) if rng.random() < SHORT_PAIR_PROBABILITY else budget
+        chunk: list[list[int]] = []
+        length, i = 0, 0
+        while i < len(document):
+            chunk.append(document[i])
+            length += len(document[i])
+            if i == len(document) - 1 or length >= target:
+                split = 1 if len(chunk) < 2 else rng.randint(1, len(chunk) - 1)
+                first = [token for segment in chunk[:split] for token in segment]
+                is_random = len(chunk) == 1 or rng.random() < 0.5
+                if is_random:
+                    second = _random_segment(documents, doc_index, i, target - len(first), rng)
+                    i -= len(chunk) - split  # the unused lines start the next chunk
+                else:
+                    second = [token for segment in chunk[split:] for token in segment]
+                _truncate_pair(first, second, budget, rng)
+                if first and second:
+                    columns["input_ids"].append([cls, *first, sep, *second, sep])
+                    columns["token_type_ids"].append([0] * (len(first) + 2) + [1] * (len(second) + 1))
+                    columns["special_tokens_mask"].append([1] + [0] * len(first) + [1] + [0] * len(second) + [1])
+                    columns["next_sentence_label"].append(int(is_random))
+                chunk, length = [], 0
+            i += 1
+    if len(columns["input_ids"]) < 2:
+        raise PlmError(
+            "the corpus is too short for next-sentence pairs: it needs at least two lines of text; "
+            "use --objective mlm."
+        )
+    return Examples(columns, sum(len(row) for row in columns["input_ids"]))
+
+
+def _random_segment(documents: list[list[list[int]]], doc_index: int, line: int, target: int, rng) -> list[int]:
+    """Tokens from a random line of another document onwards, up to about ``target`` of them."""
+    if len(documents) > 1:
+        other = rng.randrange(len(documents) - 1)
+        document = documents[other + (other >= doc_index)]
+        start = rng.randrange(len(document))
+    else:
+        document = documents[0]
+        distant = [j for j in range(len(document)) if abs(j - line) > 2]
+        start = rng.choice(distant) if distant else rng.randrange(len(document))
+    tokens: list[int] = []
+    for segment in document[start:]:
+        tokens.extend(segment)
+        if len(tokens) >= max(target, 1):
+            break
+    return tokens
+
+
+def split_validation(count: int, share: float, cap: int, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (train, validation): a random ``share`` of examples held out, at most ``cap``, at least 1."""
+    if count < 2:
+        raise PlmError("the corpus makes only one training example; give more text to hold some out for validation.")
+    held_out = min(max(1, round(count * share)), cap, count - 1)
+    order = np.random.default_rng(seed).permutation(count)
+    return sorted(order[held_out:].tolist()), sorted(order[:held_out].tolist())
+
+
+def describe(corpus: Corpus) -> str:
+    """One line about the corpus for the run's log."""
+    names = ", ".join(corpus.sources[:3]) + (f" and {len(corpus.sources) - 3} more" if len(corpus.sources) > 3 else "")
+    return f"{len(corpus.documents)} documents, {sum(len(d) for d in corpus.documents)} lines from {names}"

@@ -1,0 +1,284 @@
+"""Config -> masked-language-model pretraining in the HF Trainer, with before/after evidence.
+
+The corpus, the model and the output directory are checked before anything is written. A
+share of the examples is held out and masked once with a fixed seed; masked-LM loss,
+perplexity and masked-token accuracy (and NSP accuracy for mlm+nsp) are measured on exactly
+those masked inputs before and after training, a batch at a time, scoring only the masked
+positions (no full-vocabulary logits are kept). Training runs the prediction head at the
+masked positions only (see plmcli.speed); the saved model is a standard BertForMaskedLM or
+BertForPreTraining.
+"""
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from plmcli import console, corpus, modeling, reporting, speed
+from plmcli.config import PretrainConfig, default_learning_rate
+from plmcli.outputs import check_output_dir, staged_dir
+from plmcli.training import progress_callback
+
+
+@dataclass
+class PretrainResult:
+    """What a pretrain run produced: where the model is and what metrics.json says about it."""
+
+    output: Path
+    metrics: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def _learning_rate(config: PretrainConfig, hidden_size: int) -> float:
+    if config.lr:
+        return config.lr
+    if config.from_scratch:  # new weights take (and need) larger steps: BERT used 1e-4 at batch 256
+        return 5e-4 if hidden_size < 768 else 1e-4
+    return default_learning_rate(hidden_size)
+
+
+def _examples(config: PretrainConfig, text: corpus.Corpus, tokenizer, max_length: int) -> corpus.Examples:
+    if config.objective == "mlm+nsp":
+        return corpus.nsp_pairs(text, tokenizer, max_length, config.seed)
+    if config.line_by_line:
+        return corpus.lines(text, tokenizer, max_length, config.whole_word_mask)
+    return corpus.blocks(text, tokenizer, max_length, config.whole_word_mask)
+
+
+def masking_collator(tokenizer, config: PretrainConfig, seed: Optional[int] = None):
+    """DataCollatorForLanguageModeling for the run (seeded: the same masks every time it is built).
+
+    With whole-word masking every chosen word becomes [MASK] (transformers' collator does no random
+    replacement there), and the offsets it reads are padded to the batch's longest example.
+    """
+    from transformers import DataCollatorForLanguageModeling
+
+    whole_words = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if config.whole_word_mask else {}
+    collator = DataCollatorForLanguageModeling(
+        tokenizer,
+        mlm_probability=config.mlm_probability,
+        whole_word_mask=config.whole_word_mask,
+        seed=seed,
+        **whole_words,
+    )
+    if not config.whole_word_mask:
+        return collator
+
+    def collate(examples: list[dict]) -> dict:
+        longest = max(len(example["input_ids"]) for example in examples)
+        padded = []
+        for example in examples:
+            filler = [[0, 0]] * (longest - len(example["offset_mapping"]))
+            offsets = example["offset_mapping"]
+            padded.append(
+                {
+                    **example,
+                    "offset_mapping": filler + offsets if tokenizer.padding_side == "left" else offsets + filler,
+                }
+            )
+        return collator(padded)
+
+    return collate
+
+
+def masked_batches(examples: corpus.Examples, collator, batch_size: int) -> list[dict]:
+    """The held-out examples masked once, in fixed batches, so before and after see the same inputs."""
+    rows = [{name: values[i] for name, values in examples.columns.items()} for i in range(len(examples))]
+    return [collator(rows[start : start + batch_size]) for start in range(0, len(rows), batch_size)]
+
+
+def evaluate_masked_lm(model, batches: list[dict], device: str) -> dict:
+    """Masked-LM loss, perplexity and masked-token accuracy (and NSP accuracy) over the held-out batches."""
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    loss_sum, masked, correct, pairs, pairs_correct = 0.0, 0, 0, 0, 0
+    with torch.inference_mode():
+        for batch in batches:
+            batch = {name: tensor.to(device) for name, tensor in batch.items()}
+            output = model(**batch)
+            logits = output.logits if hasattr(output, "logits") else output.prediction_logits
+            labels = batch["labels"][batch["labels"] != -100]  # (masked,)
+            if logits.dim() == 3:  # a model that scores every position: (batch, len, vocab)
+                logits = logits[batch["labels"] != -100]
+            logits = logits.float()  # (masked, vocab)
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(-1) == labels).sum().item()
+            masked += len(labels)
+            if "next_sentence_label" in batch:
+                guesses = output.seq_relationship_logits.argmax(-1)
+                pairs_correct += (guesses == batch["next_sentence_label"].view(-1)).sum().item()
+                pairs += len(guesses)
+    model.train()
+    loss = loss_sum / max(masked, 1)
+    result = {
+        "loss": round(loss, 4),
+        "perplexity": round(math.exp(min(loss, 700.0)), 2),
+        "accuracy": round(correct / max(masked, 1), 4),
+        "masked_tokens": masked,
+    }
+    if pairs:
+        result["nsp_accuracy"] = round(pairs_correct / pairs, 4)
+    return result
+
+
+def training_arguments(config: PretrainConfig, output_dir: Path, device: str, precision: str, lr: float):
+    """The Trainer's arguments for a pretraining run."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the total steps
+        lr_scheduler_type="linear",
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        eval_strategy="no",  # plm measures the held-out set itself, before and after
+        save_strategy="no",  # the finished model is written once, complete, by plm
+        logging_strategy="steps",
+        logging_steps=0.05,
+        train_sampling_strategy="group_by_length" if config.line_by_line else "random",
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",  # tokens/s counts real tokens, not padding  # the collator needs special_tokens_mask (and offsets for whole words)
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        disable_tqdm=True,
+        report_to="none",
+    )
+
+
+def pretrain(config: PretrainConfig) -> PretrainResult:
+    """Continue (or start) masked-LM pretraining on a corpus and write the model to ``config.output``."""
+    source = None if config.from_scratch else modeling.resolve(config.model)
+    local_model = (source.location,) if source and source.local else ()
+    output = check_output_dir(config.output, config.overwrite, tuple(config.corpus) + local_model)
+    text = corpus.read_corpus(config.corpus)
+    console.info(f"Corpus: {corpus.describe(text)}.")
+    device = modeling.choose_device(config.device)
+    if config.precision == "auto" and device == "cpu":
+        precision, precision_reason = modeling.cpu_precision()
+    else:
+        precision = modeling.choose_precision(config.precision, device)
+        precision_reason = "requested" if config.precision != "auto" else "auto"
+
+    modeling.quiet_libraries(with_datasets=True)
+    from datasets import Dataset
+    from transformers import PrinterCallback, Trainer, set_seed
+
+    set_seed(config.seed)
+    notes = []
+    if config.from_scratch:
+        tokenizer = modeling.train_wordpiece(text.lines, config.vocab_size, config.max_length)
+        model = modeling.new_bert(config.size, tokenizer, config.objective, config.max_length)
+        base_name = f"a new BERT-{config.size} (from scratch, {len(tokenizer)}-token WordPiece vocabulary)"
+        lineage = [base_name]
+    else:
+        tokenizer = modeling.load_tokenizer(source)
+        model, head_note = modeling.load_for_pretraining(source, config.objective)
+        base_name, lineage = source.name, modeling.lineage(source)
+        if head_note:
+            console.info(head_note)
+    max_length = min(config.max_length, modeling.model_limit(tokenizer, model))
+    if max_length < config.max_length:
+        console.warn(f"--max-length {config.max_length} is more than {base_name} takes; using {max_length}.")
+    examples = _examples(config, text, tokenizer, max_length)
+    for note in text.notes:
+        console.warn(note)
+    if examples.truncated:
+        notes.append(f"{examples.truncated} lines were longer than {max_length} tokens and were truncated.")
+        console.warn(notes[-1])
+    train_indices, validation_indices = corpus.split_validation(
+        len(examples), config.validation_split, config.max_validation_examples, config.seed
+    )
+    train_examples, validation_examples = examples.split(train_indices), examples.split(validation_indices)
+    lr = _learning_rate(config, model.config.hidden_size)
+    unit = "pairs" if config.objective == "mlm+nsp" else "lines" if config.line_by_line else "blocks"
+    console.info(
+        f"Model: {base_name} ({type(model).__name__}); {len(train_examples)} training and "
+        f"{len(validation_examples)} held-out {unit} of up to {max_length} tokens; {device}, {precision}, "
+        f"learning rate {lr:g}{'' if config.lr else ' (default)'}."
+    )
+
+    speed.masked_positions_only(model)
+    if device == "cpu":
+        speed.fast_dropout(model)
+    model.to(device)
+    collator = masking_collator(tokenizer, config)
+    held_out = masked_batches(
+        validation_examples, masking_collator(tokenizer, config, config.seed), config.batch_size * 2
+    )
+    console.info("Measuring the held-out set before training ...")
+    before = evaluate_masked_lm(model, held_out, device)
+
+    progress = progress_callback()
+    with staged_dir(output) as staging:
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(config, staging, device, precision, lr),
+            train_dataset=Dataset.from_dict(train_examples.columns),
+            data_collator=collator,
+            processing_class=tokenizer,
+            callbacks=[progress],
+        )
+        trainer.remove_callback(PrinterCallback)
+        try:
+            train_output = trainer.train()
+        finally:
+            progress.close()
+        after = evaluate_masked_lm(model, held_out, device)
+        speed.standard(model)
+        runtime = train_output.metrics["train_runtime"]
+        tokens_seen = trainer.state.num_input_tokens_seen
+        lineage = [*lineage, f"pretrain ({config.objective}) on {', '.join(text.sources[:3])} -> {config.output}"]
+        metrics = {
+            "validation": {"before": before, "after": after, "examples": len(validation_examples)},
+            "perplexity_ratio": round(before["perplexity"] / max(after["perplexity"], 1e-9), 2),
+            "train": {
+                "loss": round(float(train_output.training_loss), 4),
+                "examples": len(train_examples),
+                "tokens": train_examples.tokens,
+                "epochs": config.epochs,
+                "steps": train_output.global_step,
+                "batch_size": config.batch_size,
+                "learning_rate": lr,
+                "runtime_seconds": round(runtime, 2),
+                "tokens_seen": tokens_seen,
+                "tokens_per_second": round(tokens_seen / max(runtime, 1e-9), 1),
+            },
+            "objective": config.objective,
+            "examples": unit,
+            "max_length": max_length,
+            "mlm_probability": config.mlm_probability,
+            "whole_word_mask": config.whole_word_mask,
+            "from_scratch": config.from_scratch,
+            "base_model": base_name,
+            "corpus": {
+                "sources": text.sources,
+                "documents": len(text.documents),
+                "lines": sum(len(document) for document in text.documents),
+                "tokens": examples.tokens,
+            },
+            "device": device,
+            "precision": precision,
+            "precision_reason": precision_reason,
+            "seed": config.seed,
+            "lineage": lineage,
+        }
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        reporting.write_json(staging / "metrics.json", metrics)
+        reporting.write_pretrain_card(staging, config, metrics)
+        reporting.plot_loss_curve(
+            staging / "loss_curve.png",
+            trainer.state.log_history,
+            after["loss"],
+            train_output.global_step,
+            initial_validation_loss=before["loss"],
+        )
+    return PretrainResult(output=output, metrics=metrics, notes=notes)

@@ -1,0 +1,301 @@
+"""Same math, less work: changes to how a model computes that leave what it computes unchanged.
+
+Each function changes only the *class* of a model or of some of its modules (never a weight, a
+parameter name or the config), returns whether it applied, and leaves models it does not know
+alone. ``standard`` undoes all of them before a model is saved or handed on, so what plm writes is
+the model transformers would have written.
+
+- ``score_first_token_only``: a BERT classifier's last layer computes the [CLS] position only.
+- ``masked_positions_only``: an MLM's prediction head (a hidden x vocab projection, as costly as
+  the whole MiniLM encoder) runs at the ~15% of positions that carry a label, not at every token.
+- ``fast_dropout``: on CPU, dropout masks drawn from 16 random bits an element (four elements per
+  64-bit draw, several times faster than ``bernoulli_``): the drop rate is p to within 1/131072 and
+  the expectation is preserved exactly.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FAST_ATTENTION = "plm_sdpa"  # the attention implementation name fast_dropout registers
+
+
+class _FirstTokenLayer:
+    """Mixed into a BertLayer's class: its forward computes the [CLS] position only.
+
+    A method of the layer's own class, not a closure, so replicas made by nn.DataParallel run on
+    their own weights.
+    """
+
+    def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
+        attention = self.attention.self
+        batch, length, _ = hidden_states.shape
+        heads, size = attention.num_attention_heads, attention.attention_head_size
+        first = hidden_states[:, :1]  # (batch, 1, hidden)
+        query = attention.query(first).view(batch, 1, heads, size).transpose(1, 2)  # (batch, heads, 1, size)
+        key = (
+            attention.key(hidden_states).view(batch, length, heads, size).transpose(1, 2)
+        )  # (batch, heads, len, size)
+        value = attention.value(hidden_states).view(batch, length, heads, size).transpose(1, 2)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            attention_mask = attention_mask[:, :, :1, :]  # (batch, 1, 1, len): [CLS]'s row
+        context = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            dropout_p=attention.dropout.p if attention.training else 0.0,
+            scale=attention.scaling,
+        )
+        context = context.transpose(1, 2).reshape(batch, 1, heads * size)  # (batch, 1, hidden)
+        return self.feed_forward_chunk(self.attention.output(context, first))  # (batch, 1, hidden)
+
+
+def score_first_token_only(model) -> bool:
+    """Make a BERT classifier's last layer compute only the [CLS] position, the one its head reads.
+
+    The pooler and classifier of ``BertForSequenceClassification`` use the last layer's output at
+    position 0 alone, yet a standard forward computes the query, attention output and feed-forward
+    of the last layer for every token. Here the last layer attends from [CLS] only (keys and values
+    still cover every token), so logits and gradients are the same and about 1/7 of a 6-layer
+    encoder's work is skipped. Returns False, changing nothing, for other models.
+    """
+    if type(model).__name__ != "BertForSequenceClassification" or model.config._attn_implementation not in (
+        "sdpa",
+        "eager",
+    ):
+        return False
+    layer = model.bert.encoder.layer[-1]
+    if getattr(layer.attention.self, "is_causal", False) or layer.add_cross_attention:
+        return False
+    layer.__class__ = type(f"FirstToken{type(layer).__name__}", (_FirstTokenLayer, type(layer)), {})
+    return True
+
+
+class _SelectedPositionsLayer:
+    """Mixed into a BERT's last layer: while ``selected`` is set, its forward computes those positions only.
+
+    Queries, attention output and feed-forward run at the selected positions of each row (keys
+    and values still cover every token); the result is scattered back into a (batch, len, hidden)
+    tensor whose other positions hold zeros, which nothing downstream reads.
+    """
+
+    selected = None  # (batch, len) bool, set by the head's forward for one call
+
+    def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
+        selected = self.selected
+        if selected is None:
+            return super().forward(hidden_states, attention_mask, *args, **kwargs)
+        attention = self.attention.self
+        batch, length, width = hidden_states.shape
+        heads, size = attention.num_attention_heads, attention.attention_head_size
+        most = max(int(selected.sum(1).max()), 1)
+        # Each row's selected positions first, in order; shorter rows are topped up with unselected ones.
+        order = torch.sort((~selected).to(torch.int8), dim=1, stable=True).indices[:, :most]  # (batch, most)
+        spread = order.unsqueeze(-1).expand(-1, -1, width)  # (batch, most, hidden)
+        picked = hidden_states.gather(1, spread)  # (batch, most, hidden)
+        query = attention.query(picked).view(batch, most, heads, size).transpose(1, 2)  # (batch, heads, most, size)
+        key = attention.key(hidden_states).view(batch, length, heads, size).transpose(1, 2)
+        value = attention.value(hidden_states).view(batch, length, heads, size).transpose(1, 2)
+        if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.size(2) > 1:
+            rows = order[:, None, :, None].expand(-1, attention_mask.size(1), -1, attention_mask.size(3))
+            attention_mask = attention_mask.gather(2, rows)  # (batch, 1, most, len)
+        dropout = attention.dropout.p if attention.training else 0.0
+        if dropout and attention.config._attn_implementation == FAST_ATTENTION:
+            context, _ = _attention(attention, query, key, value, attention_mask, dropout, attention.scaling)
+        else:
+            context = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=attention.scaling
+            ).transpose(1, 2)
+        context = context.reshape(batch, most, heads * size)  # (batch, most, hidden)
+        output = self.feed_forward_chunk(self.attention.output(context, picked))  # (batch, most, hidden)
+        return hidden_states.new_zeros(batch, length, width).scatter(1, spread, output)
+
+
+def _encode(model, input_ids, attention_mask, token_type_ids, position_ids, kwargs, selected):
+    """The encoder's outputs (sequence, pooled), its last layer computing only the ``selected`` positions."""
+    last = model.bert.encoder.layer[-1]
+    if isinstance(last, _SelectedPositionsLayer):
+        last.selected = selected
+    try:
+        return model.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            return_dict=True,
+            **kwargs,
+        )
+    finally:
+        if isinstance(last, _SelectedPositionsLayer):
+            last.selected = None
+
+
+class _MaskedPositionsMLM:
+    """Mixed into BertForMaskedLM: with labels, the head runs only where a label is set.
+
+    Returns the loss of the standard forward and logits of shape (labelled positions, vocab), in
+    the order of ``labels != -100``. Without labels (fill-mask, feature use) it is the standard forward.
+    """
+
+    accepts_loss_kwargs = False  # a mean over labelled positions, as the standard model's loss
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, **kw):
+        from transformers.modeling_outputs import MaskedLMOutput
+
+        if labels is None or kw.get("inputs_embeds") is not None:
+            return super().forward(input_ids, attention_mask, token_type_ids, position_ids, labels=labels, **kw)
+        labelled = labels != -100  # (batch, len)
+        hidden = _encode(self, input_ids, attention_mask, token_type_ids, position_ids, kw, labelled)[0]
+        logits = self.cls(hidden[labelled])  # (labelled positions, vocab)
+        return MaskedLMOutput(loss=F.cross_entropy(logits, labels[labelled]), logits=logits)
+
+
+class _MaskedPositionsPreTraining:
+    """Mixed into BertForPreTraining: the MLM head runs only where a label is set; NSP as standard."""
+
+    accepts_loss_kwargs = False
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        next_sentence_label=None,
+        **kw,
+    ):
+        from transformers.models.bert.modeling_bert import BertForPreTrainingOutput
+
+        if labels is None or kw.get("inputs_embeds") is not None:
+            return super().forward(
+                input_ids,
+                attention_mask,
+                token_type_ids,
+                position_ids,
+                labels=labels,
+                next_sentence_label=next_sentence_label,
+                **kw,
+            )
+        labelled = labels != -100  # (batch, len)
+        selected = labelled.clone()
+        selected[:, 0] = True  # the pooler reads [CLS]
+        hidden, pooled = _encode(self, input_ids, attention_mask, token_type_ids, position_ids, kw, selected)[:2]
+        logits = self.cls.predictions(hidden[labelled])  # (labelled positions, vocab)
+        next_logits = self.cls.seq_relationship(pooled)  # (batch, 2)
+        loss = F.cross_entropy(logits, labels[labelled])
+        if next_sentence_label is not None:
+            loss = loss + F.cross_entropy(next_logits, next_sentence_label.view(-1))
+        return BertForPreTrainingOutput(loss=loss, prediction_logits=logits, seq_relationship_logits=next_logits)
+
+
+_MASKED_POSITION_HEADS = {"BertForMaskedLM": _MaskedPositionsMLM, "BertForPreTraining": _MaskedPositionsPreTraining}
+
+
+def masked_positions_only(model) -> bool:
+    """Run a BERT MLM's prediction head only at labelled (masked) positions when it has labels.
+
+    The loss and the gradients are those of the standard forward: the positions it skips carry
+    label -100 and add nothing to either. The subclass keeps the standard class's name, so
+    ``config.architectures`` of anything saved still says BertForMaskedLM / BertForPreTraining.
+    """
+    base = type(model)
+    mixin = _MASKED_POSITION_HEADS.get(base.__name__)
+    if mixin is None or base.__module__ != "transformers.models.bert.modeling_bert":
+        return False
+    model.__class__ = type(base.__name__, (mixin, base), {"__module__": base.__module__, "_plm_standard": base})
+    last = model.bert.encoder.layer[-1]
+    if not (getattr(last.attention.self, "is_causal", False) or last.add_cross_attention):
+        layer_class = type(last)
+        last.__class__ = type(f"Selected{layer_class.__name__}", (_SelectedPositionsLayer, layer_class), {})
+    return True
+
+
+def _dropout(tensor: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout with a keep mask drawn 16 random bits an element, four elements a 64-bit draw.
+
+    An element is dropped when its 16 bits fall below round(p * 65536), so the drop rate is p to
+    within 1/131072, and kept elements are scaled by 65536 / (65536 - that count): the expectation
+    is exactly the input's, as with nn.Dropout.
+    """
+    dropped = round(p * 65536)  # of the 65536 values a 16-bit draw takes
+    count = tensor.numel()
+    words = torch.randint(-(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=tensor.device)
+    keep = words.view(torch.int16)[:count].view(tensor.shape) >= dropped - 32768  # (tensor's shape)
+    return tensor * (keep * (65536 / (65536 - dropped)))
+
+
+class _FastDropout(nn.Dropout):
+    """nn.Dropout with the faster mask draw; identical in eval mode and at p = 0."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return input
+        if self.p == 1.0:
+            return torch.zeros_like(input)
+        return _dropout(input, self.p)
+
+
+def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Scaled dot-product attention whose dropout on the probabilities uses the faster mask draw.
+
+    Without dropout (evaluation) it is transformers' sdpa path itself. Shapes: query, key, value
+    (batch, heads, len, head size); returns (batch, len, heads, head size) as transformers expects.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if dropout == 0.0:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query * scaling, key.transpose(2, 3))  # (batch, heads, len, len)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:  # True: attend
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    probabilities = _dropout(scores.softmax(dim=-1), dropout)
+    return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(FAST_ATTENTION, _attention)
+    AttentionMaskInterface.register(FAST_ATTENTION, sdpa_mask)  # the same masks sdpa gets
+
+
+def fast_dropout(model) -> bool:
+    """Draw the dropout masks of a BERT-family model the faster way (for training on CPU).
+
+    On CPU, ``bernoulli_`` (what nn.Dropout and sdpa's dropout call) costs about 15 ns an element,
+    some 12% of a MiniLM masked-LM training step; ``_dropout`` draws the masks in a fraction of
+    that. On GPUs the fused kernels are already fast: leave them.
+    """
+    if model.config.model_type not in ("bert", "roberta", "xlm-roberta") or model.config._attn_implementation not in (
+        "sdpa",
+        "eager",
+    ):
+        return False
+    for module in model.modules():
+        if type(module) is nn.Dropout:
+            module.__class__ = _FastDropout
+    _register_attention()
+    model.set_attn_implementation(FAST_ATTENTION)
+    return True
+
+
+def standard(model) -> None:
+    """Undo masked_positions_only and fast_dropout: the model computes and saves as transformers made it."""
+    standard_class = type(model).__dict__.get("_plm_standard")
+    if standard_class is not None:
+        model.__class__ = standard_class
+        last = model.bert.encoder.layer[-1]
+        if isinstance(last, _SelectedPositionsLayer):
+            last.__class__ = type(last).__mro__[2]  # (Selected..., _SelectedPositionsLayer, BertLayer, ...)
+    for module in model.modules():
+        if type(module) is _FastDropout:
+            module.__class__ = nn.Dropout
+    if model.config._attn_implementation == FAST_ATTENTION:
+        model.set_attn_implementation("sdpa")

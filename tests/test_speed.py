@@ -1,0 +1,175 @@
+"""Same math, less work: every change in plmcli.speed gives the standard model's outputs and gradients."""
+
+import copy
+
+import pytest
+import torch
+
+from plmcli import speed
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_first_token_scoring_gives_the_same_logits_and_gradients(attention):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=3,
+        attn_implementation=attention,
+    )
+    standard = BertForSequenceClassification(config).train()
+    fast = copy.deepcopy(standard)
+    assert speed.score_first_token_only(fast)
+    ids = torch.randint(5, 50, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 5:], mask[3, 2:] = 0, 0  # padded rows
+    labels = torch.tensor([0, 1, 2, 1])
+    outputs = [model(input_ids=ids, attention_mask=mask, labels=labels) for model in (standard, fast)]
+    for output in outputs:
+        output.loss.backward()
+    torch.testing.assert_close(outputs[1].logits, outputs[0].logits, rtol=0, atol=1e-6)
+    for (name, a), b in zip(standard.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-6, msg=name)
+    assert list(fast.state_dict()) == list(standard.state_dict())
+
+
+def _tiny_config(**overrides):
+    from transformers import BertConfig
+
+    settings = dict(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    return BertConfig(**{**settings, **overrides})
+
+
+def _masked_batch():
+    ids = torch.randint(5, 50, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:], mask[3, 3:] = 0, 0  # padded rows
+    labels = torch.full_like(ids, -100)
+    for row, column in [(0, 1), (0, 4), (1, 2), (2, 7), (2, 8), (3, 1)]:
+        labels[row, column] = ids[row, column]
+    return ids, mask, labels
+
+
+@pytest.mark.parametrize("architecture", ["BertForMaskedLM", "BertForPreTraining"])
+def test_masked_positions_only_gives_the_standard_loss_and_gradients(architecture):
+    import transformers
+
+    torch.manual_seed(0)
+    standard = getattr(transformers, architecture)(_tiny_config()).train()
+    fast = copy.deepcopy(standard)
+    assert speed.masked_positions_only(fast)
+    assert type(fast).__name__ == architecture
+    ids, mask, labels = _masked_batch()
+    extra = {"next_sentence_label": torch.tensor([0, 1, 1, 0])} if architecture == "BertForPreTraining" else {}
+    outputs = [model(input_ids=ids, attention_mask=mask, labels=labels, **extra) for model in (standard, fast)]
+    for output in outputs:
+        output.loss.backward()
+    torch.testing.assert_close(outputs[1].loss, outputs[0].loss, rtol=0, atol=1e-6)
+    full_logits = outputs[0].logits if architecture == "BertForMaskedLM" else outputs[0].prediction_logits
+    sparse_logits = outputs[1].logits if architecture == "BertForMaskedLM" else outputs[1].prediction_logits
+    torch.testing.assert_close(sparse_logits, full_logits[labels != -100], rtol=0, atol=1e-5)
+    for (name, a), b in zip(standard.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-6, msg=name)
+    without_labels = fast(input_ids=ids, attention_mask=mask)
+    assert (
+        without_labels.logits if architecture == "BertForMaskedLM" else without_labels.prediction_logits
+    ).shape == (
+        4,
+        9,
+        50,
+    )
+
+
+def test_standard_undoes_every_change_and_saves_the_standard_model(tmp_path):
+    import json
+
+    from transformers import AutoModelForMaskedLM, BertForMaskedLM
+
+    model = BertForMaskedLM(_tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
+    assert speed.masked_positions_only(model) and speed.fast_dropout(model)
+    assert type(model.bert.encoder.layer[-1]).__name__ == "SelectedBertLayer"
+    speed.standard(model)
+    assert type(model) is BertForMaskedLM and type(model.bert.encoder.layer[-1]).__name__ == "BertLayer"
+    assert all(type(module) is torch.nn.Dropout for module in model.modules() if isinstance(module, torch.nn.Dropout))
+    assert model.config._attn_implementation == "sdpa"
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+    assert type(AutoModelForMaskedLM.from_pretrained(tmp_path)) is BertForMaskedLM
+
+
+def test_fast_dropout_keeps_the_same_share_and_scale():
+    torch.manual_seed(0)
+    dropout = torch.nn.Dropout(0.1)
+    dropout.__class__ = speed._FastDropout
+    ones = torch.ones(400_001)  # not a multiple of 4: the last 64-bit draw is used in part
+    dropped = dropout.train()(ones)
+    kept = dropped != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.003
+    scale = 65536 / (65536 - round(0.1 * 65536))
+    assert abs(scale - 1 / 0.9) < 1e-4
+    torch.testing.assert_close(dropped[kept], torch.full_like(dropped[kept], scale))
+    assert abs(dropped.mean().item() - 1.0) < 0.005  # the expectation is kept
+    assert torch.equal(dropout.eval()(ones), ones)
+    torch.manual_seed(1)
+    first = dropout.train()(ones)
+    torch.manual_seed(1)
+    assert torch.equal(dropout(ones), first)  # seeded like torch's own dropout
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_fast_attention_without_dropout_is_sdpa(padded):
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    standard = BertForMaskedLM(_tiny_config(attention_probs_dropout_prob=0.1)).eval()
+    fast = copy.deepcopy(standard)
+    assert speed.fast_dropout(fast)
+    ids, mask, _ = _masked_batch()
+    if not padded:
+        mask = torch.ones_like(mask)
+    torch.testing.assert_close(
+        fast(input_ids=ids, attention_mask=mask).logits, standard(input_ids=ids, attention_mask=mask).logits
+    )
+
+
+def test_fast_attention_with_dropout_masks_padding_and_drops_the_expected_share():
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(_tiny_config(attention_probs_dropout_prob=0.5))
+    query, key, value = (torch.randn(2, 4, 6, 8) for _ in range(3))
+    mask = torch.ones(2, 1, 6, 6, dtype=torch.bool)
+    mask[1, :, :, 4:] = False  # the last two keys of row 1 are padding
+    value[1, :, 4:] = 1e6  # any weight on padding would show
+    output, _ = speed._attention(model.bert.encoder.layer[0].attention.self, query, key, value, mask, dropout=0.5)
+    assert output.shape == (2, 6, 4, 8)
+    assert output[1].abs().max() < 1e3
+    probabilities = torch.softmax(torch.zeros(1, 1, 1, 10_000), dim=-1)
+    kept = speed._dropout(probabilities, 0.5) != 0
+    assert abs(kept.float().mean().item() - 0.5) < 0.02
+
+
+def test_other_models_are_left_alone():
+    from transformers import BertForMaskedLM, BertForSequenceClassification
+
+    model = BertForMaskedLM(_tiny_config())
+    assert not speed.score_first_token_only(model)
+    assert type(model.bert.encoder.layer[-1]).__name__ == "BertLayer"
+    classifier = BertForSequenceClassification(_tiny_config())
+    assert not speed.masked_positions_only(classifier)
+    assert type(classifier) is BertForSequenceClassification
