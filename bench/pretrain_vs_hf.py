@@ -10,6 +10,7 @@ because this host's speed drifts; medians are reported.
 
 Usage:
     python bench/pretrain_vs_hf.py [--rows 20000] [--steps 60] [--repeats 1]
+    python bench/pretrain_vs_hf.py --device cuda --precision bf16 --steps 500 --corpus sentences.txt
 """
 
 import argparse
@@ -19,6 +20,7 @@ import platform
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -38,11 +40,11 @@ def write_corpus(rows: int, path: Path) -> None:
     path.write_text("\n".join(sentences) + "\n", encoding="utf-8")
 
 
-def held_out_split(corpus_path: Path, seed: int = 42):
+def held_out_split(corpus_path: Path, model: Optional[str], seed: int = 42):
     """plm's blocks of the corpus split as plm splits them, and the held-out blocks masked as plm masks them."""
     from transformers import DataCollatorForLanguageModeling
 
-    source = modeling.resolve(None)
+    source = modeling.resolve(model)
     tokenizer = modeling.load_tokenizer(source)
     examples = corpus.blocks(corpus.read_corpus([str(corpus_path)]), tokenizer, 128, whole_word_mask=False)
     train_indices, validation_indices = corpus.split_validation(len(examples), 0.05, 2000, seed)
@@ -51,7 +53,7 @@ def held_out_split(corpus_path: Path, seed: int = 42):
     return tokenizer, examples.split(train_indices), held_out
 
 
-def plain_hf(tokenizer, train, held_out, steps: int, lr: float, output_dir: str, seed: int = 42) -> dict:
+def plain_hf(tokenizer, train, held_out, steps: int, lr: float, output_dir: str, args, seed: int = 42) -> dict:
     """run_mlm.py's training: BertForMaskedLM, DataCollatorForLanguageModeling, Trainer."""
     from datasets import Dataset
     from transformers import (
@@ -63,7 +65,7 @@ def plain_hf(tokenizer, train, held_out, steps: int, lr: float, output_dir: str,
     )
 
     set_seed(seed)
-    model = AutoModelForMaskedLM.from_pretrained(str(modeling.bundled_model_dir()))
+    model = AutoModelForMaskedLM.from_pretrained(modeling.resolve(args.model).location, dtype=torch.float32)
     args = TrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=32,
@@ -75,7 +77,9 @@ def plain_hf(tokenizer, train, held_out, steps: int, lr: float, output_dir: str,
         report_to="none",
         seed=seed,
         data_seed=seed,
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
+        bf16=args.precision == "bf16",
+        fp16=args.precision == "fp16",
         disable_tqdm=True,
         logging_strategy="no",
         include_num_input_tokens_seen="non_padding",
@@ -92,20 +96,21 @@ def plain_hf(tokenizer, train, held_out, steps: int, lr: float, output_dir: str,
     result = trainer.train()
     return {
         "tokens_per_second": trainer.state.num_input_tokens_seen / result.metrics["train_runtime"],
-        "after": evaluate_masked_lm(model, held_out, "cpu"),
+        "after": evaluate_masked_lm(model, held_out, args.device),
     }
 
 
-def run_plm(corpus_path: Path, steps: int) -> dict:
+def run_plm(corpus_path: Path, steps: int, args) -> dict:
     result = pretrain(
         PretrainConfig(
             corpus=[str(corpus_path)],
+            model=args.model,
             output=str(MODEL_OUT),
             max_steps=steps,
             batch_size=32,
             overwrite=True,
-            device="cpu",
-            precision="fp32",
+            device=args.device,
+            precision=args.precision,
         )
     )
     metrics = result.metrics
@@ -122,18 +127,23 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--model", default=None, help="base model (default: the bundled MiniLM)")
+    parser.add_argument("--corpus", default=None, help="a text file instead of SST-2's first --rows sentences")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", help="for both runs")
     args = parser.parse_args()
     modeling.quiet_libraries(with_datasets=True)
     results = {"plm": [], "hf": []}
     with tempfile.TemporaryDirectory() as scratch:
-        corpus_path = Path(scratch) / "sst2-sentences.txt"
-        write_corpus(args.rows, corpus_path)
-        tokenizer, train, held_out = held_out_split(corpus_path)
+        corpus_path = Path(args.corpus) if args.corpus else Path(scratch) / "sst2-sentences.txt"
+        if not args.corpus:
+            write_corpus(args.rows, corpus_path)
+        tokenizer, train, held_out = held_out_split(corpus_path, args.model)
         for _ in range(args.repeats):
-            results["plm"].append(run_plm(corpus_path, args.steps))
+            results["plm"].append(run_plm(corpus_path, args.steps, args))
             print("plm", results["plm"][-1], flush=True)
             lr = results["plm"][-1]["learning_rate"]
-            results["hf"].append(plain_hf(tokenizer, train, held_out, args.steps, lr, f"{scratch}/hf"))
+            results["hf"].append(plain_hf(tokenizer, train, held_out, args.steps, lr, f"{scratch}/hf", args))
             print("hf ", results["hf"][-1], flush=True)
 
     def median(name, key, inner=None):
@@ -141,8 +151,10 @@ def main() -> None:
 
     summary = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}",
-        "corpus_rows": args.rows,
+        f"torch {torch.__version__}" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
+        "device": args.device,
+        "precision": args.precision,
+        "corpus": args.corpus or f"the first {args.rows} sentences of SST-2 train.tsv",
         "steps": args.steps,
         "repeats": args.repeats,
         "plm_tokens_per_second": round(median("plm", "tokens_per_second"), 1),

@@ -132,6 +132,7 @@ def load_for_classification(source: ModelSource, label_names: list[str]):
     The note (None when there is nothing to say) names weights besides the classification head
     that start fresh, such as the pooler of a model saved by `plm pretrain`.
     """
+    import torch
     from transformers import AutoModelForSequenceClassification
 
     id2label = dict(enumerate(label_names))
@@ -145,6 +146,7 @@ def load_for_classification(source: ModelSource, label_names: list[str]):
         problem_type="single_label_classification",
         ignore_mismatched_sizes=True,  # a classifier fine-tuned on other labels gets a new head
         output_loading_info=True,
+        dtype=torch.float32,  # trained weights stay float32 (see load_for_pretraining)
     )
     # The classification head is always new; say so only of other new parts (an MLM has no pooler).
     others = [key for key in info.get("missing_keys", []) if not key.startswith("classifier.")]
@@ -179,10 +181,13 @@ def load_for_pretraining(source: ModelSource, objective: str):
     An encoder saved without heads (like the bundled MiniLM) gets a new prediction head, tied to
     its word embeddings; transformers' load report about it is replaced by the returned note.
     """
+    import torch
     from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
 
     loader = AutoModelForPreTraining if objective == "mlm+nsp" else AutoModelForMaskedLM
-    model, info = _load(loader.from_pretrained, source, "model", output_loading_info=True)
+    # float32 weights: transformers v5 would keep a half-precision checkpoint in half precision, and
+    # AdamW on half-precision weights loses its updates; mixed precision comes from autocast instead.
+    model, info = _load(loader.from_pretrained, source, "model", output_loading_info=True, dtype=torch.float32)
     return model, new_head_note(info.get("missing_keys", []), source.name)
 
 

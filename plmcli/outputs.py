@@ -35,7 +35,7 @@ def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = (),
     if resolved == cwd or resolved in cwd.parents:
         raise PlmError(f"--output {output} is the working directory or one of its parents; choose another --output.")
     for item in inputs:
-        if item != "-" and resolved in Path(item).resolve().parents:
+        if item != "-" and (resolved == Path(item).resolve() or resolved in Path(item).resolve().parents):
             raise PlmError(f"--output {output} holds the input {item}; choose another --output.")
     if not (path / marker).is_file():
         what = "a model directory" if marker == "config.json" else "a directory plm wrote"

@@ -141,8 +141,8 @@ def training_arguments(config: PretrainConfig, output_dir: Path, device: str, pr
         logging_strategy="steps",
         logging_steps=0.05,
         train_sampling_strategy="group_by_length" if config.line_by_line else "random",
-        remove_unused_columns=False,
-        include_num_input_tokens_seen="non_padding",  # tokens/s counts real tokens, not padding  # the collator needs special_tokens_mask (and offsets for whole words)
+        remove_unused_columns=False,  # the collator needs special_tokens_mask (and offsets for whole words)
+        include_num_input_tokens_seen="non_padding",  # tokens/s counts real tokens, not padding
         seed=config.seed,
         data_seed=config.seed,
         use_cpu=device == "cpu",

@@ -109,7 +109,7 @@ class _SelectedPositionsLayer:
             ).transpose(1, 2)
         context = context.reshape(batch, most, heads * size)  # (batch, most, hidden)
         output = self.feed_forward_chunk(self.attention.output(context, picked))  # (batch, most, hidden)
-        return hidden_states.new_zeros(batch, length, width).scatter(1, spread, output)
+        return output.new_zeros(batch, length, width).scatter(1, spread, output)
 
 
 def _encode(model, input_ids, attention_mask, token_type_ids, position_ids, kwargs, selected):

@@ -48,3 +48,17 @@ def test_missing_gpu_is_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(PlmError, match="--device cuda: torch sees no CUDA GPU"):
         modeling.choose_device("cuda")
+
+
+def test_half_precision_checkpoints_are_trained_in_float32(tiny_base, tmp_path):
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    half = tmp_path / "half"
+    BertModel.from_pretrained(tiny_base).half().save_pretrained(half)
+    AutoTokenizer.from_pretrained(tiny_base).save_pretrained(half)
+    source = modeling.resolve(str(half))
+    masked_lm, note = modeling.load_for_pretraining(source, "mlm")
+    classifier, _ = modeling.load_for_classification(source, ["a", "b"])
+    assert {p.dtype for p in masked_lm.parameters()} == {p.dtype for p in classifier.parameters()} == {torch.float32}
+    assert note == f"{half} has no trained masked-LM head; starting it fresh."

@@ -101,6 +101,8 @@ def test_mlm_nsp_trains_bert_for_pretraining_that_finetunes(cli, tiny_base, tmp_
     assert type(AutoModelForPreTraining.from_pretrained(output)) is BertForPreTraining
     metrics = json.loads((output / "metrics.json").read_text())
     assert 0 <= metrics["validation"]["after"]["nsp_accuracy"] <= 1 and metrics["examples"] == "pairs"
+    filled = cli("fill-mask", "--model", output, "--top-k", "2", "a [MASK] movie")
+    assert filled.exit_code == 0, filled.stderr
     data = write_csv(tmp_path / "reviews.csv", ["text", "label"], sentiment_rows(60))
     tuned = cli(
         "finetune", data, "--model", output, "--output", tmp_path / "tuned", "--epochs", "1", "--device", "cpu"
@@ -192,6 +194,7 @@ def test_cli_passes_its_options_to_the_engine(cli, monkeypatch):
         (["missing.txt"], "Error: corpus file not found: missing.txt"),
         (["corpus.txt", "--from-scratch", "--model", "x"], "--from-scratch trains a new model; leave out --model."),
         (["corpus.txt", "--objective", "mlm+nsp", "--line-by-line"], "it has no --line-by-line mode"),
+        (["corpus.txt", "--size", "tiny"], "--size and --vocab-size shape a new model; add --from-scratch."),
         (["corpus.txt", "--mlm-probability", "1"], "Error: --mlm-probability must be between 0 and 1; got 1.0."),
         (["empty.txt"], "Error: the corpus has no text: empty.txt is empty."),
     ],
@@ -263,3 +266,11 @@ def test_fill_mask_refuses_models_without_a_trained_head(cli, tiny_base, tiny_cl
     assert (
         run.error_line == "Error: no model at runs/pretrain; pretrain one with `plm pretrain CORPUS`, or pass --model."
     )
+
+
+def test_fill_mask_accepts_bracket_mask_for_models_with_another_mask_token():
+    from plmcli.inference import _with_model_mask
+
+    assert _with_model_mask("a [MASK] film", "<mask>") == "a <mask> film"
+    assert _with_model_mask("a <mask> film", "<mask>") == "a <mask> film"
+    assert _with_model_mask("a [MASK] film", "[MASK]") == "a [MASK] film"

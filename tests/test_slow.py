@@ -43,3 +43,22 @@ def test_bundled_model_learns_sst2_and_predicts_the_dev_file(cli, tmp_path):
     assert len(rows) == 872 and list(rows[0]) == ["label", "content", "predicted_label", "predicted_score"]
     agreement = sum(r["label"] == r["predicted_label"] for r in rows) / len(rows)
     assert agreement == pytest.approx(metrics["validation"]["accuracy"], abs=0.01)
+
+
+def test_bundled_model_pretrains_on_sst2_sentences_and_fills_masks(cli, tmp_path):
+    with open(SST2 / "train.tsv", newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
+        sentences = [row["sentence"].strip() for _, row in zip(range(3000), reader)]
+    corpus = tmp_path / "sentences.txt"
+    corpus.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    model = tmp_path / "pretrained"
+    run = cli("pretrain", corpus, "--max-steps", "20", "--output", model)
+    assert run.exit_code == 0, run.stderr
+    assert "all-MiniLM-L6-v2 (bundled) has no trained masked-LM head; starting it fresh." in run.stderr
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 20
+    assert metrics["perplexity_ratio"] >= 10  # a new head on a trained encoder learns fast
+    run = cli("fill-mask", "--model", model, "--format", "json", "the movie was [MASK] .")
+    assert run.exit_code == 0, run.stderr
+    fillers = json.loads(run.stdout)[0]["masks"][0]
+    assert len(fillers) == 5 and any(filler["token"].isalpha() for filler in fillers)

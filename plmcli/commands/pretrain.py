@@ -104,6 +104,11 @@ def pretrain(
     """Continue masked-LM pretraining of a BERT on your text (or pretrain one from scratch)."""
     if from_scratch and model is not None:
         raise typer.BadParameter("--from-scratch trains a new model; leave out --model.", param_hint="--model")
+    if not from_scratch and (size is not Size.mini or vocab_size != 30522):
+        raise typer.BadParameter(
+            "--size and --vocab-size shape a new model; add --from-scratch.",
+            param_hint="--size" if size is not Size.mini else "--vocab-size",
+        )
     if objective is Objective.mlm_nsp and line_by_line:
         raise typer.BadParameter(
             "mlm+nsp builds sentence pairs; it has no --line-by-line mode.", param_hint="--line-by-line"
