@@ -29,7 +29,7 @@ test-slow: install
 # The whole story: pretrain on review text, check it with fill-mask, fine-tune from it, predict.
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/plm pretrain demo/corpus.txt --output runs/demo-pretrain --overwrite \
-		--epochs 8 --batch-size 8
+		--epochs 16 --batch-size 8 --lr 5e-4
 	HF_HUB_OFFLINE=1 $(BIN)/plm fill-mask --model runs/demo-pretrain "the acting was [MASK] ."
 	HF_HUB_OFFLINE=1 $(BIN)/plm finetune demo/sentiment.csv --model runs/demo-pretrain --output runs/demo \
 		--overwrite --epochs 5

@@ -236,9 +236,11 @@ def fill_mask(config: FillMaskConfig) -> list[dict]:
     with torch.inference_mode():
         logits = model(**{name: tensor.to(device) for name, tensor in encodings.items()}).logits  # (texts, len, vocab)
         logits[..., tokenizer.all_special_ids] = float("-inf")
+    framing = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id}
+    framing |= {tokenizer.eos_token_id}
     results = []
     for row, text in enumerate(config.texts):
-        ids = encodings["input_ids"][row]
+        ids = encodings["input_ids"][row].tolist()
         fillers = []
         for position in masks[row].nonzero().view(-1).tolist():
             scores, candidates = logits[row, position].float().softmax(-1).topk(config.top_k)
@@ -247,9 +249,12 @@ def fill_mask(config: FillMaskConfig) -> list[dict]:
                     {
                         "token": tokenizer.convert_ids_to_tokens(candidate),
                         "score": round(score, 6),
-                        "sequence": tokenizer.decode(
-                            [candidate if i == position else token for i, token in enumerate(ids.tolist())],
-                            skip_special_tokens=True,
+                        "sequence": tokenizer.decode(  # the text with this mask filled, any others kept
+                            [
+                                candidate if i == position else token
+                                for i, token in enumerate(ids)
+                                if token not in framing
+                            ]
                         ),
                     }
                     for score, candidate in zip(scores.tolist(), candidates.tolist())

@@ -53,3 +53,9 @@ TextColumnOption = Annotated[
 LabelColumnOption = Annotated[
     Optional[str], typer.Option("--label-column", help="Column holding the label (default: detected from the data).")
 ]
+BaseModelOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model", "-m", help="Base model: a local model directory or a Hugging Face id. [default: bundled MiniLM]"
+    ),
+]

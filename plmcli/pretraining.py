@@ -17,7 +17,7 @@ from typing import Optional
 from plmcli import console, corpus, modeling, reporting, speed
 from plmcli.config import PretrainConfig, default_learning_rate
 from plmcli.outputs import check_output_dir, staged_dir
-from plmcli.training import progress_callback
+from plmcli.training import train
 
 
 @dataclass
@@ -169,7 +169,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
 
     modeling.quiet_libraries(with_datasets=True)
     from datasets import Dataset
-    from transformers import PrinterCallback, Trainer, set_seed
+    from transformers import set_seed
 
     set_seed(config.seed)
     notes = []
@@ -216,21 +216,14 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     console.info("Measuring the held-out set before training ...")
     before = evaluate_masked_lm(model, held_out, device)
 
-    progress = progress_callback()
     with staged_dir(output) as staging:
-        trainer = Trainer(
+        trainer, train_output = train(
             model=model,
             args=training_arguments(config, staging, device, precision, lr),
             train_dataset=Dataset.from_dict(train_examples.columns),
             data_collator=collator,
             processing_class=tokenizer,
-            callbacks=[progress],
         )
-        trainer.remove_callback(PrinterCallback)
-        try:
-            train_output = trainer.train()
-        finally:
-            progress.close()
         after = evaluate_masked_lm(model, held_out, device)
         speed.standard(model)
         runtime = train_output.metrics["train_runtime"]

@@ -65,6 +65,19 @@ def progress_callback():
     return ProgressBar()
 
 
+def train(**trainer_arguments):
+    """Build a Trainer with plm's progress bar instead of printed log dicts, train, and return both."""
+    from transformers import PrinterCallback, Trainer
+
+    progress = progress_callback()
+    trainer = Trainer(**trainer_arguments, callbacks=[progress])
+    trainer.remove_callback(PrinterCallback)
+    try:
+        return trainer, trainer.train()
+    finally:
+        progress.close()
+
+
 def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, precision: str, lr: float):
     """The Trainer's arguments for a fine-tuning run."""
     from transformers import TrainingArguments
@@ -119,7 +132,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     precision = modeling.choose_precision(config.precision, device)
 
     modeling.quiet_libraries(with_datasets=True)
-    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, set_seed
+    from transformers import DataCollatorWithPadding, set_seed
 
     from plmcli.metrics import classification_report, trainer_metrics
 
@@ -148,9 +161,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         )
         console.warn(notes[-1])
 
-    progress = progress_callback()
     with staged_dir(output) as staging:
-        trainer = Trainer(
+        trainer, train_output = train(
             model=model,
             args=training_arguments(config, staging, device, precision, lr),
             train_dataset=train_set,
@@ -158,13 +170,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             data_collator=DataCollatorWithPadding(tokenizer),
             processing_class=tokenizer,
             compute_metrics=trainer_metrics(labelled.label_names),
-            callbacks=[progress],
         )
-        trainer.remove_callback(PrinterCallback)
-        try:
-            train_output = trainer.train()
-        finally:
-            progress.close()
         prediction = trainer.predict(validation_set)
         report = classification_report(prediction.predictions.argmax(-1), prediction.label_ids, labelled.label_names)
         metrics = {

@@ -8,12 +8,10 @@ import torch
 from plmcli import speed
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_first_token_scoring_gives_the_same_logits_and_gradients(attention):
-    from transformers import BertConfig, BertForSequenceClassification
+def _tiny_config(**overrides):
+    from transformers import BertConfig
 
-    torch.manual_seed(0)
-    config = BertConfig(
+    settings = dict(
         vocab_size=50,
         hidden_size=32,
         num_hidden_layers=2,
@@ -21,9 +19,16 @@ def test_first_token_scoring_gives_the_same_logits_and_gradients(attention):
         intermediate_size=37,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
-        num_labels=3,
-        attn_implementation=attention,
     )
+    return BertConfig(**{**settings, **overrides})
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_first_token_scoring_gives_the_same_logits_and_gradients(attention):
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = _tiny_config(num_labels=3, attn_implementation=attention)
     standard = BertForSequenceClassification(config).train()
     fast = copy.deepcopy(standard)
     assert speed.score_first_token_only(fast)
@@ -38,21 +43,6 @@ def test_first_token_scoring_gives_the_same_logits_and_gradients(attention):
     for (name, a), b in zip(standard.named_parameters(), fast.parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-6, msg=name)
     assert list(fast.state_dict()) == list(standard.state_dict())
-
-
-def _tiny_config(**overrides):
-    from transformers import BertConfig
-
-    settings = dict(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    return BertConfig(**{**settings, **overrides})
 
 
 def _masked_batch():

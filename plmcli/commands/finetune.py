@@ -14,6 +14,7 @@ import typer
 from plmcli import console
 from plmcli.config import FinetuneConfig
 from plmcli.options import (
+    BaseModelOption,
     Device,
     DeviceOption,
     LabelColumnOption,
@@ -33,12 +34,7 @@ def finetune(
             help="Labelled data: a CSV, TSV, JSON, JSONL or Parquet file.", show_default=False, metavar="DATA"
         ),
     ],
-    model: Annotated[
-        Optional[str],
-        typer.Option(
-            "--model", "-m", help="Base model: a local model directory or a Hugging Face id. [default: bundled MiniLM]"
-        ),
-    ] = None,
+    model: BaseModelOption = None,
     output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the model to.")] = "runs/finetune",
     validation: Annotated[
         Optional[str], typer.Option(help="A labelled file to validate on (default: hold out --validation-split).")

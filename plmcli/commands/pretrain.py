@@ -16,6 +16,7 @@ import typer
 from plmcli import console
 from plmcli.config import DEFAULT_PRETRAINED, PretrainConfig
 from plmcli.options import (
+    BaseModelOption,
     Device,
     DeviceOption,
     MaxLengthOption,
@@ -48,12 +49,7 @@ def pretrain(
             metavar="CORPUS",
         ),
     ],
-    model: Annotated[
-        Optional[str],
-        typer.Option(
-            "--model", "-m", help="Base model: a local model directory or a Hugging Face id. [default: bundled MiniLM]"
-        ),
-    ] = None,
+    model: BaseModelOption = None,
     output: Annotated[
         str, typer.Option("--output", "-o", help="Directory to write the model to.")
     ] = DEFAULT_PRETRAINED,
