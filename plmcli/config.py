@@ -130,6 +130,11 @@ class PretrainConfig:
         if self.from_scratch and self.vocab_size < 100:
             raise PlmError(f"--vocab-size must be at least 100; got {self.vocab_size}.")
         _check_choice("--objective", self.objective, OBJECTIVES)
+        if self.objective == "mlm+nsp" and (self.whole_word_mask or self.line_by_line):
+            raise PlmError(
+                "--objective mlm+nsp builds sentence pairs of single-token masks; it takes neither "
+                "--whole-word-mask nor --line-by-line."
+            )
         _check_choice("--size", self.size, SIZES)
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--precision", self.precision, PRECISIONS)

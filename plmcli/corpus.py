@@ -193,16 +193,22 @@ def _truncate_pair(first: list, second: list, budget: int, rng: random.Random) -
 def nsp_pairs(corpus: Corpus, tokenizer, max_length: int, seed: int) -> Examples:
     """Next-sentence pairs as in the BERT paper: segment B is the true continuation half the time.
 
-    Each document's lines are gathered into chunks of about max_length tokens, each chunk split
-    at a random line into A and B; half the time B is replaced by a segment starting at a random
-    line of another document (of a distant part of the same document, for a one-document corpus).
+    Lines longer than half of max_length are cut into pieces first. Each document's lines are
+    gathered into chunks of about max_length tokens, each chunk split at a random line into A and
+    B; half the time B is replaced by a segment starting at a random line of another document (of
+    a distant part of the same document, for a one-document corpus).
     Label 0: B follows A; 1: B is random (BertForPreTraining's next_sentence_label).
     """
     rng = random.Random(seed)
     ids = _encode_lines(corpus.lines, tokenizer, special_tokens=False, offsets=False)["input_ids"]
+    budget = max_length - 3  # [CLS] A [SEP] B [SEP]
+    piece = max(budget // 2, 1)  # a line longer than this is cut, so a chunk holds several segments
     documents, start = [], 0
     for document in corpus.documents:
-        documents.append([segment for segment in ids[start : start + len(document)] if segment])
+        segments = [
+            line[i : i + piece] for line in ids[start : start + len(document)] for i in range(0, len(line), piece)
+        ]
+        documents.append(segments)
         start += len(document)
     documents = [document for document in documents if document]
     if len(documents) == 1:
@@ -210,7 +216,6 @@ def nsp_pairs(corpus: Corpus, tokenizer, max_length: int, seed: int) -> Examples
             "the corpus is one document (no blank lines between documents), so random next segments "
             "for next-sentence prediction come from distant parts of it."
         )
-    budget = max_length - 3  # [CLS] A [SEP] B [SEP]
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     columns: dict[str, list] = {
         "input_ids": [],
@@ -221,8 +226,10 @@ def nsp_pairs(corpus: Corpus, tokenizer, max_length: int, seed: int) -> Examples
     for doc_index, document in enumerate(documents):
         target = rng.randint(2, budget) if rng.random() < SHORT_PAIR_PROBABILITY else budget
         chunk: list[list[int]] = []
-        length, i = 0, 0
+        length, i, first_line = 0, 0, 0
         while i < len(document):
+            if not chunk:
+                first_line = i
             chunk.append(document[i])
             length += len(document[i])
             if i == len(document) - 1 or length >= target:
@@ -230,7 +237,7 @@ def nsp_pairs(corpus: Corpus, tokenizer, max_length: int, seed: int) -> Examples
                 first = [token for segment in chunk[:split] for token in segment]
                 is_random = len(chunk) == 1 or rng.random() < 0.5
                 if is_random:
-                    second = _random_segment(documents, doc_index, i, target - len(first), rng)
+                    second = _random_segment(documents, doc_index, (first_line, i), target - len(first), rng)
                     i -= len(chunk) - split  # the unused lines start the next chunk
                 else:
                     second = [token for segment in chunk[split:] for token in segment]
@@ -250,15 +257,21 @@ def nsp_pairs(corpus: Corpus, tokenizer, max_length: int, seed: int) -> Examples
     return Examples(columns, sum(len(row) for row in columns["input_ids"]))
 
 
-def _random_segment(documents: list[list[list[int]]], doc_index: int, line: int, target: int, rng) -> list[int]:
-    """Tokens from a random line of another document onwards, up to about ``target`` of them."""
+def _random_segment(
+    documents: list[list[list[int]]], doc_index: int, chunk: tuple[int, int], target: int, rng
+) -> list[int]:
+    """Tokens from a random line of another document onwards, up to about ``target`` of them.
+
+    In a one-document corpus the line is at least 3 lines away from the chunk (first, last) that
+    segment A comes from, so B is neither A's continuation nor a repeat of it.
+    """
     if len(documents) > 1:
         other = rng.randrange(len(documents) - 1)
         document = documents[other + (other >= doc_index)]
         start = rng.randrange(len(document))
     else:
         document = documents[0]
-        distant = [j for j in range(len(document)) if abs(j - line) > 2]
+        distant = [j for j in range(len(document)) if j < chunk[0] - 2 or j > chunk[1] + 2]
         start = rng.choice(distant) if distant else rng.randrange(len(document))
     tokens: list[int] = []
     for segment in document[start:]:

@@ -235,7 +235,8 @@ def fill_mask(config: FillMaskConfig) -> list[dict]:
     model.to(device)
     with torch.inference_mode():
         logits = model(**{name: tensor.to(device) for name, tensor in encodings.items()}).logits  # (texts, len, vocab)
-        logits[..., tokenizer.all_special_ids] = float("-inf")
+        vocabulary = logits.size(-1)
+        logits[..., [i for i in tokenizer.all_special_ids if i < vocabulary]] = float("-inf")
     framing = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id}
     framing |= {tokenizer.eos_token_id}
     results = []
@@ -243,7 +244,7 @@ def fill_mask(config: FillMaskConfig) -> list[dict]:
         ids = encodings["input_ids"][row].tolist()
         fillers = []
         for position in masks[row].nonzero().view(-1).tolist():
-            scores, candidates = logits[row, position].float().softmax(-1).topk(config.top_k)
+            scores, candidates = logits[row, position].float().softmax(-1).topk(min(config.top_k, vocabulary))
             fillers.append(
                 [
                     {

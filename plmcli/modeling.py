@@ -188,6 +188,11 @@ def load_for_pretraining(source: ModelSource, objective: str):
     # float32 weights: transformers v5 would keep a half-precision checkpoint in half precision, and
     # AdamW on half-precision weights loses its updates; mixed precision comes from autocast instead.
     model, info = _load(loader.from_pretrained, source, "model", output_loading_info=True, dtype=torch.float32)
+    if objective == "mlm+nsp" and type(model).__name__ != "BertForPreTraining":
+        raise PlmError(
+            f"--objective mlm+nsp needs a BERT model (BertForPreTraining); {source.name} loads as "
+            f"{type(model).__name__}. Use --objective mlm."
+        )
     return model, new_head_note(info.get("missing_keys", []), source.name)
 
 

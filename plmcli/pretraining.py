@@ -165,7 +165,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         precision, precision_reason = modeling.cpu_precision()
     else:
         precision = modeling.choose_precision(config.precision, device)
-        precision_reason = "requested" if config.precision != "auto" else "auto"
+        precision_reason = "requested" if config.precision != "auto" else f"auto: the default on {device}"
 
     modeling.quiet_libraries(with_datasets=True)
     from datasets import Dataset

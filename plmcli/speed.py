@@ -206,7 +206,8 @@ def masked_positions_only(model) -> bool:
         return False
     model.__class__ = type(base.__name__, (mixin, base), {"__module__": base.__module__, "_plm_standard": base})
     last = model.bert.encoder.layer[-1]
-    if not (getattr(last.attention.self, "is_causal", False) or last.add_cross_attention):
+    plain_attention = model.config._attn_implementation in ("sdpa", "eager", FAST_ATTENTION)
+    if plain_attention and not (getattr(last.attention.self, "is_causal", False) or last.add_cross_attention):
         layer_class = type(last)
         last.__class__ = type(f"Selected{layer_class.__name__}", (_SelectedPositionsLayer, layer_class), {})
     return True
@@ -220,10 +221,12 @@ def _dropout(tensor: torch.Tensor, p: float) -> torch.Tensor:
     is exactly the input's, as with nn.Dropout.
     """
     dropped = round(p * 65536)  # of the 65536 values a 16-bit draw takes
+    if dropped >= 65536:
+        return torch.zeros_like(tensor)
     count = tensor.numel()
     words = torch.randint(-(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=tensor.device)
     keep = words.view(torch.int16)[:count].view(tensor.shape) >= dropped - 32768  # (tensor's shape)
-    return tensor * (keep * (65536 / (65536 - dropped)))
+    return tensor.mul(keep).mul_(65536 / (65536 - dropped))  # in the input's dtype, as nn.Dropout
 
 
 class _FastDropout(nn.Dropout):

@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import random
 import sys
 
 import pytest
@@ -139,3 +140,18 @@ def test_validation_split_is_capped_and_disjoint():
     assert corpus.split_validation(3, 0.05, cap=20, seed=1)[1] != []  # at least one held out
     with pytest.raises(PlmError, match="only one training example"):
         corpus.split_validation(1, 0.05, cap=20, seed=1)
+
+
+def test_nsp_pairs_from_long_lines_keep_their_text_and_both_labels(tokenizer):
+    words = "the movie was good and the plot was fun but the acting is weak".split()
+    documents = [[" ".join(words[i % 5 :] + words[: i % 5]) * 3] for i in range(30)]  # one 45-word line each
+    examples = corpus.nsp_pairs(corpus.Corpus(documents=documents, sources=["x"]), tokenizer, max_length=32, seed=0)
+    labels = examples.columns["next_sentence_label"]
+    assert 0.25 < sum(labels) / len(labels) < 0.75  # not every pair "random" because lines are long
+    assert examples.tokens > 0.8 * 30 * 45  # the text is used, not cut away
+
+
+def test_nsp_random_segments_of_one_document_stay_away_from_segment_a():
+    document = [[line] for line in range(12)]  # line i is the one token i
+    starts = {corpus._random_segment([document], 0, (3, 6), 1, random.Random(seed))[0] for seed in range(40)}
+    assert starts and all(start < 1 or start > 8 for start in starts)

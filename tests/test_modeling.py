@@ -62,3 +62,17 @@ def test_half_precision_checkpoints_are_trained_in_float32(tiny_base, tmp_path):
     classifier, _ = modeling.load_for_classification(source, ["a", "b"])
     assert {p.dtype for p in masked_lm.parameters()} == {p.dtype for p in classifier.parameters()} == {torch.float32}
     assert note == f"{half} has no trained masked-LM head; starting it fresh."
+
+
+def test_mlm_nsp_needs_a_bert(tiny_base, tmp_path):
+    from transformers import AutoTokenizer, RobertaConfig, RobertaModel
+
+    roberta = tmp_path / "roberta"
+    RobertaModel(
+        RobertaConfig(vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37)
+    ).save_pretrained(roberta)
+    AutoTokenizer.from_pretrained(tiny_base).save_pretrained(roberta)
+    with pytest.raises(
+        PlmError, match="mlm\\+nsp needs a BERT model .*loads as RobertaForMaskedLM. Use --objective mlm."
+    ):
+        modeling.load_for_pretraining(modeling.resolve(str(roberta)), "mlm+nsp")

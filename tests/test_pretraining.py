@@ -195,6 +195,7 @@ def test_cli_passes_its_options_to_the_engine(cli, monkeypatch):
         (["corpus.txt", "--from-scratch", "--model", "x"], "--from-scratch trains a new model; leave out --model."),
         (["corpus.txt", "--objective", "mlm+nsp", "--line-by-line"], "it has no --line-by-line mode"),
         (["corpus.txt", "--size", "tiny"], "--size and --vocab-size shape a new model; add --from-scratch."),
+        (["corpus.txt", "--objective", "mlm+nsp", "--whole-word-mask"], "leave out --whole-word-mask"),
         (["corpus.txt", "--mlm-probability", "1"], "Error: --mlm-probability must be between 0 and 1; got 1.0."),
         (["empty.txt"], "Error: the corpus has no text: empty.txt is empty."),
     ],

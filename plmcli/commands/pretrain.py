@@ -105,6 +105,10 @@ def pretrain(
             "--size and --vocab-size shape a new model; add --from-scratch.",
             param_hint="--size" if size is not Size.mini else "--vocab-size",
         )
+    if objective is Objective.mlm_nsp and whole_word_mask:
+        raise typer.BadParameter(
+            "mlm+nsp masks single tokens; leave out --whole-word-mask.", param_hint="--whole-word-mask"
+        )
     if objective is Objective.mlm_nsp and line_by_line:
         raise typer.BadParameter(
             "mlm+nsp builds sentence pairs; it has no --line-by-line mode.", param_hint="--line-by-line"
