@@ -15,7 +15,7 @@ def test_help_imports_no_torch_transformers_or_datasets():
         "sys.argv = ['plm', '--help']\n"
         "from plmcli.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "for name in ('finetune', 'predict', 'evaluate', 'check'):\n"
+        "for name in ('pretrain', 'finetune', 'predict', 'evaluate', 'check', 'fill-mask'):\n"
         "    sys.argv = ['plm', name, '--help']\n"
         "    try:\n        main()\n    except SystemExit:\n        pass\n"
         "heavy = ('torch', 'transformers', 'datasets', 'evaluate', 'pandas', 'numpy', 'matplotlib')\n"
