@@ -237,8 +237,13 @@ def fill_mask(config: FillMaskConfig) -> list[dict]:
         logits = model(**{name: tensor.to(device) for name, tensor in encodings.items()}).logits  # (texts, len, vocab)
         vocabulary = logits.size(-1)
         logits[..., [i for i in tokenizer.all_special_ids if i < vocabulary]] = float("-inf")
-    framing = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id}
-    framing |= {tokenizer.eos_token_id}
+    framing = {
+        tokenizer.cls_token_id,
+        tokenizer.sep_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+    }
     results = []
     for row, text in enumerate(config.texts):
         ids = encodings["input_ids"][row].tolist()

@@ -20,6 +20,31 @@ from torch import nn
 FAST_ATTENTION = "plm_sdpa"  # the attention implementation name fast_dropout registers
 
 
+def _layer_output_at(layer, picked, hidden_states, attention_mask):
+    """A BertLayer's output at some positions only: queries from ``picked``, keys and values from all tokens.
+
+    picked: (batch, n, hidden), the layer's input at those positions; hidden_states: (batch, len,
+    hidden); attention_mask: None or the mask rows of those positions, (batch, 1, n, len).
+    Returns (batch, n, hidden), equal to the standard layer's output at those positions.
+    """
+    attention = layer.attention.self
+    batch, length, _ = hidden_states.shape
+    count = picked.size(1)
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    query = attention.query(picked).view(batch, count, heads, size).transpose(1, 2)  # (batch, heads, n, size)
+    key = attention.key(hidden_states).view(batch, length, heads, size).transpose(1, 2)  # (batch, heads, len, size)
+    value = attention.value(hidden_states).view(batch, length, heads, size).transpose(1, 2)
+    dropout = attention.dropout.p if attention.training else 0.0
+    if dropout and attention.config._attn_implementation == FAST_ATTENTION:
+        context, _ = _attention(attention, query, key, value, attention_mask, dropout, attention.scaling)
+    else:
+        context = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=attention.scaling
+        ).transpose(1, 2)
+    context = context.reshape(batch, count, heads * size)  # (batch, n, hidden)
+    return layer.feed_forward_chunk(layer.attention.output(context, picked))
+
+
 class _FirstTokenLayer:
     """Mixed into a BertLayer's class: its forward computes the [CLS] position only.
 
@@ -28,27 +53,9 @@ class _FirstTokenLayer:
     """
 
     def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
-        attention = self.attention.self
-        batch, length, _ = hidden_states.shape
-        heads, size = attention.num_attention_heads, attention.attention_head_size
-        first = hidden_states[:, :1]  # (batch, 1, hidden)
-        query = attention.query(first).view(batch, 1, heads, size).transpose(1, 2)  # (batch, heads, 1, size)
-        key = (
-            attention.key(hidden_states).view(batch, length, heads, size).transpose(1, 2)
-        )  # (batch, heads, len, size)
-        value = attention.value(hidden_states).view(batch, length, heads, size).transpose(1, 2)
         if attention_mask is not None and attention_mask.dim() == 4:
             attention_mask = attention_mask[:, :, :1, :]  # (batch, 1, 1, len): [CLS]'s row
-        context = F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask,
-            dropout_p=attention.dropout.p if attention.training else 0.0,
-            scale=attention.scaling,
-        )
-        context = context.transpose(1, 2).reshape(batch, 1, heads * size)  # (batch, 1, hidden)
-        return self.feed_forward_chunk(self.attention.output(context, first))  # (batch, 1, hidden)
+        return _layer_output_at(self, hidden_states[:, :1], hidden_states, attention_mask)  # (batch, 1, hidden)
 
 
 def score_first_token_only(model) -> bool:
@@ -86,29 +93,15 @@ class _SelectedPositionsLayer:
         selected = self.selected
         if selected is None:
             return super().forward(hidden_states, attention_mask, *args, **kwargs)
-        attention = self.attention.self
         batch, length, width = hidden_states.shape
-        heads, size = attention.num_attention_heads, attention.attention_head_size
         most = max(int(selected.sum(1).max()), 1)
         # Each row's selected positions first, in order; shorter rows are topped up with unselected ones.
         order = torch.sort((~selected).to(torch.int8), dim=1, stable=True).indices[:, :most]  # (batch, most)
         spread = order.unsqueeze(-1).expand(-1, -1, width)  # (batch, most, hidden)
-        picked = hidden_states.gather(1, spread)  # (batch, most, hidden)
-        query = attention.query(picked).view(batch, most, heads, size).transpose(1, 2)  # (batch, heads, most, size)
-        key = attention.key(hidden_states).view(batch, length, heads, size).transpose(1, 2)
-        value = attention.value(hidden_states).view(batch, length, heads, size).transpose(1, 2)
         if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.size(2) > 1:
             rows = order[:, None, :, None].expand(-1, attention_mask.size(1), -1, attention_mask.size(3))
             attention_mask = attention_mask.gather(2, rows)  # (batch, 1, most, len)
-        dropout = attention.dropout.p if attention.training else 0.0
-        if dropout and attention.config._attn_implementation == FAST_ATTENTION:
-            context, _ = _attention(attention, query, key, value, attention_mask, dropout, attention.scaling)
-        else:
-            context = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=attention.scaling
-            ).transpose(1, 2)
-        context = context.reshape(batch, most, heads * size)  # (batch, most, hidden)
-        output = self.feed_forward_chunk(self.attention.output(context, picked))  # (batch, most, hidden)
+        output = _layer_output_at(self, hidden_states.gather(1, spread), hidden_states, attention_mask)
         return output.new_zeros(batch, length, width).scatter(1, spread, output)
 
 
