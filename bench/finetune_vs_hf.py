@@ -4,8 +4,8 @@ Both train the bundled MiniLM on the same SST-2 rows with the same hyper-paramet
 plm's default learning rate for it, 1e-4, linear decay after 6% warmup, weight decay 0.01, max
 length 128, 1 epoch, fp32) and are scored on the same dev set. The plain run is what
 run_glue.py does with dynamic padding: tokenise, DataCollatorWithPadding, random batches,
-Trainer. Runs alternate (plm, HF, plm, HF, ...) because this host's speed drifts; medians are
-reported.
+Trainer. Each run has a fresh process, as a command would; runs alternate (plm, HF, plm, HF,
+...) because this host's speed drifts; medians are reported.
 
 Usage:
     python bench/finetune_vs_hf.py [--samples 4000] [--repeats 1]
@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from isolated import report, run_side
 
 from plmcli import modeling
 from plmcli.config import FinetuneConfig
@@ -105,21 +106,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--side", choices=["plm", "hf"], help=argparse.SUPPRESS)  # one run, in a child process
+    parser.add_argument("--lr", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    # The exact rows plm trains on, handed to the plain run too.
-    rows = load_classification(str(DATA / "train.tsv"), str(DATA / "dev.tsv"), 0.1, 42, max_train_samples=args.samples)
-    to_int = [int(name) for name in rows.label_names]
-    texts, labels = rows.train_texts, [to_int[i] for i in rows.train_labels]
-    dev_texts, dev_labels = rows.validation_texts, [to_int[i] for i in rows.validation_labels]
+    if args.side == "plm":
+        return report(run_plm(args.samples, str(MODEL_OUT)))
+    if args.side == "hf":
+        # The exact rows plm trains on, handed to the plain run too.
+        rows = load_classification(
+            str(DATA / "train.tsv"), str(DATA / "dev.tsv"), 0.1, 42, max_train_samples=args.samples
+        )
+        to_int = [int(name) for name in rows.label_names]
+        texts, labels = rows.train_texts, [to_int[i] for i in rows.train_labels]
+        dev_texts, dev_labels = rows.validation_texts, [to_int[i] for i in rows.validation_labels]
+        with tempfile.TemporaryDirectory() as scratch:
+            return report(plain_hf(texts, labels, dev_texts, dev_labels, scratch, args.lr))
 
     results = {"plm": [], "hf": []}
-    with tempfile.TemporaryDirectory() as scratch:
-        for repeat in range(args.repeats):
-            results["plm"].append(run_plm(args.samples, str(MODEL_OUT)))
-            print("plm", results["plm"][-1], flush=True)
-            lr = results["plm"][-1]["learning_rate"]  # the same run: plm's resolved learning rate
-            results["hf"].append(plain_hf(texts, labels, dev_texts, dev_labels, f"{scratch}/hf", lr))
-            print("hf ", results["hf"][-1], flush=True)
+    for _ in range(args.repeats):
+        results["plm"].append(run_side(__file__, "plm", ["--samples", str(args.samples)]))
+        print("plm", results["plm"][-1], flush=True)
+        lr = results["plm"][-1]["learning_rate"]  # the same run: plm's resolved learning rate
+        results["hf"].append(run_side(__file__, "hf", ["--samples", str(args.samples), "--lr", repr(lr)]))
+        print("hf ", results["hf"][-1], flush=True)
 
     def median(name, key):
         return statistics.median(r[key] for r in results[name])

@@ -5,8 +5,9 @@ the bundled MiniLM (a new masked-LM head), train on the same max-length-128 bloc
 (run_mlm.py's group_texts) for the same number of steps of batch 32 with the same learning
 rate, warmup, weight decay and seed, in fp32 on the CPU, and are scored on the same held-out
 blocks, masked once with a fixed seed. The plain run is run_mlm.py's recipe:
-BertForMaskedLM + DataCollatorForLanguageModeling + Trainer. Runs alternate (plm, HF, ...)
-because this host's speed drifts; medians are reported.
+BertForMaskedLM + DataCollatorForLanguageModeling + Trainer. Each run has a fresh process, as a
+command would; runs alternate (plm, HF, ...) because this host's speed drifts; medians are
+reported.
 
 Usage:
     python bench/pretrain_vs_hf.py [--rows 20000] [--steps 60] [--repeats 1]
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from isolated import report, run_side
 
 from plmcli import corpus, modeling
 from plmcli.config import PretrainConfig
@@ -131,19 +133,29 @@ def main() -> None:
     parser.add_argument("--corpus", default=None, help="a text file instead of SST-2's first --rows sentences")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", help="for both runs")
+    parser.add_argument("--side", choices=["plm", "hf"], help=argparse.SUPPRESS)  # one run, in a child process
+    parser.add_argument("--lr", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     modeling.quiet_libraries(with_datasets=True)
+    if args.side == "plm":
+        return report(run_plm(Path(args.corpus), args.steps, args))
+    if args.side == "hf":
+        tokenizer, train, held_out = held_out_split(Path(args.corpus), args.model)
+        with tempfile.TemporaryDirectory() as scratch:
+            return report(plain_hf(tokenizer, train, held_out, args.steps, args.lr, scratch, args))
+
     results = {"plm": [], "hf": []}
     with tempfile.TemporaryDirectory() as scratch:
         corpus_path = Path(args.corpus) if args.corpus else Path(scratch) / "sst2-sentences.txt"
         if not args.corpus:
             write_corpus(args.rows, corpus_path)
-        tokenizer, train, held_out = held_out_split(corpus_path, args.model)
+        common = ["--corpus", str(corpus_path), "--steps", str(args.steps), "--device", args.device]
+        common += ["--precision", args.precision] + (["--model", args.model] if args.model else [])
         for _ in range(args.repeats):
-            results["plm"].append(run_plm(corpus_path, args.steps, args))
+            results["plm"].append(run_side(__file__, "plm", common))
             print("plm", results["plm"][-1], flush=True)
             lr = results["plm"][-1]["learning_rate"]
-            results["hf"].append(plain_hf(tokenizer, train, held_out, args.steps, lr, f"{scratch}/hf", args))
+            results["hf"].append(run_side(__file__, "hf", common + ["--lr", repr(lr)]))
             print("hf ", results["hf"][-1], flush=True)
 
     def median(name, key, inner=None):

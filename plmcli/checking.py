@@ -3,7 +3,8 @@
 It reads the file as `plm finetune` would (same readers, same column detection) and reports
 rows, label distribution and imbalance, empty and duplicate rows, texts that carry two different
 labels, texts shared with a validation file, and token-length percentiles with the share that
-``max_length`` would truncate. Texts are compared after folding runs of white space.
+``max_length`` would truncate. Texts are compared after folding runs of white space; a pair
+compares as both its texts, and a multi-label row's label is its set of labels.
 """
 
 from collections import Counter, defaultdict
@@ -24,14 +25,25 @@ def _fold(text: str) -> str:
 def check(config: CheckConfig) -> dict:
     """The report of ``config.data`` (and its overlap with ``config.validation``) as a dict."""
     frame = data.read_table(config.data)
-    columns = data.detect_columns(frame, config.data, config.text_column, config.label_column)
+    columns = data.detect_columns(
+        frame, config.data, config.text_column, config.label_column, pair_column=config.text_pair_column
+    )
     texts = frame[columns.text].tolist()
+    pairs = frame[columns.pair].tolist() if columns.pair else None
     labels = [label.strip() for label in frame[columns.label].tolist()]
-    empty_texts = sum(1 for t in texts if not t.strip())
+    if config.multi_label:
+        labels = [config.label_separator.join(data.split_labels(y, config.label_separator)) for y in labels]
+    empty_texts = sum(1 for i, t in enumerate(texts) if not t.strip() or (pairs is not None and not pairs[i].strip()))
     empty_labels = sum(1 for y in labels if not y)
-    rows = [(_fold(t), y) for t, y in zip(texts, labels) if t.strip() and y]
+    kept = [
+        i for i, (t, y) in enumerate(zip(texts, labels)) if t.strip() and y and (pairs is None or pairs[i].strip())
+    ]
+    rows = [(_fold(texts[i]) + (f" ||| {_fold(pairs[i])}" if pairs else ""), labels[i]) for i in kept]
 
-    counts = Counter(y for _, y in rows)
+    if config.multi_label:
+        counts = Counter(name for _, y in rows for name in y.split(config.label_separator))
+    else:
+        counts = Counter(y for _, y in rows)
     distribution = {name: counts[name] for name in data.sort_labels(set(counts))}
     imbalance = max(counts.values()) / min(counts.values()) if counts else None
 
@@ -44,7 +56,9 @@ def check(config: CheckConfig) -> dict:
     report = {
         "data": config.data,
         "text_column": columns.text,
+        "text_pair_column": columns.pair,
         "label_column": columns.label,
+        "multi_label": config.multi_label,
         "rows": len(frame),
         "empty_texts": empty_texts,
         "empty_labels": empty_labels,
@@ -68,7 +82,8 @@ def check(config: CheckConfig) -> dict:
 
     modeling.quiet_libraries()
     tokenizer = modeling.load_tokenizer(modeling.resolve(config.model))
-    lengths = np.array([len(ids) for ids in tokenizer([t for t, _ in rows])["input_ids"]]) if rows else np.zeros(1)
+    encoded = tokenizer([texts[i] for i in kept], [pairs[i] for i in kept] if pairs else None)["input_ids"]
+    lengths = np.array([len(ids) for ids in encoded]) if rows else np.zeros(1)
     report["token_length_percentiles"] = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)} | {
         "max": int(lengths.max())
     }

@@ -19,6 +19,10 @@ FORMATS = ("table", "json", "jsonl", "csv")
 DEFAULT_CLASSIFIER = "runs/finetune"  # where `plm finetune` writes and `plm predict` reads by default
 DEFAULT_PRETRAINED = "runs/pretrain"  # where `plm pretrain` writes and `plm fill-mask` reads by default
 OBJECTIVES = ("mlm", "mlm+nsp")
+CLASS_WEIGHTS = ("auto", "none")
+LONG_TEXTS = ("truncate", "sliding")
+SINGLE_LABEL_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
+MULTI_LABEL_METRICS = ("macro_f1", "micro_f1", "loss")
 SIZES = ("tiny", "mini", "small", "base")
 
 
@@ -54,6 +58,12 @@ class FinetuneConfig:
     validation_split: float = 0.1  # share of `data` held out (stratified) when `validation` is None
     text_column: Optional[str] = None  # None: detected
     label_column: Optional[str] = None  # None: detected
+    text_pair_column: Optional[str] = None  # the second text of sentence pairs (encoded as a pair, not appended)
+    multi_label: bool = False  # a row may have several labels, joined by label_separator
+    label_separator: str = "|"
+    class_weights: str = "auto"  # auto: weight the loss when the largest class is > 3x the smallest; none
+    early_stopping: Optional[int] = None  # stop after this many evaluations (epochs) without improving `metric`
+    metric: str = "macro_f1"  # what picks the best model under early stopping
     max_length: int = 128  # tokens per text, [CLS] and [SEP] included
     epochs: float = 3.0
     batch_size: int = 32  # examples per step per device
@@ -76,10 +86,20 @@ class FinetuneConfig:
             ("--lr", self.lr),
             ("--max-length", self.max_length),
             ("--max-train-samples", self.max_train_samples),
+            ("--early-stopping", self.early_stopping),
         ):
             _check_positive(name, value)
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--precision", self.precision, PRECISIONS)
+        _check_choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
+        if self.multi_label:
+            _check_choice("--metric with --multi-label", self.metric, MULTI_LABEL_METRICS)
+        else:
+            _check_choice("--metric", self.metric, SINGLE_LABEL_METRICS)
+        if self.multi_label and not self.label_separator.strip():
+            raise PlmError("--label-separator must be a visible character or string, like '|' or ';'.")
+        if self.text_pair_column is not None and self.text_pair_column in (self.text_column, self.label_column):
+            raise PlmError("--text-pair-column must name a column other than the text and label columns.")
 
 
 @dataclass
@@ -166,6 +186,9 @@ class CheckConfig:
     validation: Optional[str] = None  # also report texts shared with this file
     text_column: Optional[str] = None
     label_column: Optional[str] = None
+    text_pair_column: Optional[str] = None  # sentence pairs: rows compare, and lengths count, as pairs
+    multi_label: bool = False  # label cells hold several labels joined by label_separator
+    label_separator: str = "|"
     model: Optional[str] = None  # whose tokenizer measures lengths; None: the bundled MiniLM
     max_length: int = 128  # report the share of texts longer than this
     format: str = "table"
@@ -183,8 +206,10 @@ class EvaluateConfig:
     model: str = DEFAULT_CLASSIFIER
     output: Optional[str] = None  # report directory; None: <model>/eval
     format: str = "table"  # table or json, for what is printed
-    text_column: Optional[str] = None
+    text_column: Optional[str] = None  # None: the model's training column if the file has it, else detected
     label_column: Optional[str] = None
+    text_pair_column: Optional[str] = None  # None: the model's training pair column, if it had one
+    long: str = "truncate"  # texts longer than max_length: truncate, or sliding (overlapping windows, averaged)
     batch_size: int = 64
     max_length: Optional[int] = None  # None: the model's own limit
     device: str = "auto"
@@ -194,6 +219,7 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         for name, value in (("--batch-size", self.batch_size), ("--max-length", self.max_length)):
             _check_positive(name, value)
+        _check_choice("--long", self.long, LONG_TEXTS)
         _check_choice("--format", self.format, ("table", "json"))
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--precision", self.precision, PRECISIONS)
@@ -212,7 +238,9 @@ class PredictConfig:
     all_scores: bool = False  # add one score column per label
     batch_size: int = 64
     max_length: Optional[int] = None  # None: the model's own limit
-    text_column: Optional[str] = None  # for tabular files; None: detected
+    text_column: Optional[str] = None  # for tabular files; None: the model's training column if present, else detected
+    text_pair_column: Optional[str] = None  # None: the model's training pair column, if it had one
+    long: str = "truncate"  # texts longer than max_length: truncate, or sliding (overlapping windows, averaged)
     device: str = "auto"
     precision: str = "auto"
     overwrite: bool = False
@@ -228,6 +256,7 @@ class PredictConfig:
             ("--max-length", self.max_length),
         ):
             _check_positive(name, value)
+        _check_choice("--long", self.long, LONG_TEXTS)
         if self.format is not None:
             _check_choice("--format", self.format, FORMATS)
         _check_choice("--device", self.device, DEVICES)

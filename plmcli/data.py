@@ -2,7 +2,8 @@
 
 Every cell is read as a string (``01``, ``NA``, ``None``, ``True`` stay text): pandas with
 ``dtype=str, keep_default_na=False`` for CSV/TSV, the json module for JSON/JSONL, and explicit
-conversion for Parquet. Columns are found by name first, then by content, and the choice is
+conversion for Parquet. Columns are found by name first (a known name, then a name that contains
+one, like 'review_text' or 'news_category', if its values fit), then by content, and the choice is
 always said. Labels are the user's strings; ``label_names`` (sorted, numerically when every
 label is an integer) fixes their ids for every split.
 """
@@ -68,6 +69,10 @@ LABEL_COLUMN_NAMES = (
     "goldlabel",
     "y",
     "tag",
+    "tags",
+    "categories",
+    "topics",
+    "classes",
     "classlabel",
     "output",
     "rating",
@@ -77,23 +82,31 @@ LABEL_COLUMN_NAMES = (
 
 @dataclass
 class Columns:
-    """Which columns hold the text and the label, and whether they were detected or given."""
+    """Which columns hold the text, the second text of a pair (if any) and the label."""
 
     text: str
     label: Optional[str]
+    pair: Optional[str] = None
 
 
 @dataclass
 class ClassificationData:
-    """A labelled file read and split: texts, label ids and the label names those ids index."""
+    """A labelled file read and split: texts (and pairs), label ids and the label names those ids index.
+
+    A label is one id per row, or with ``multi_label`` a sorted list of ids per row.
+    """
 
     train_texts: list[str]
-    train_labels: list[int]
+    train_labels: list
     validation_texts: list[str]
-    validation_labels: list[int]
+    validation_labels: list
     label_names: list[str]
     columns: Columns
-    dropped_rows: int  # rows skipped for an empty text or label
+    dropped_rows: int  # rows skipped for an empty text, pair or label
+    train_pairs: Optional[list[str]] = None  # the second texts, with a pair column
+    validation_pairs: Optional[list[str]] = None
+    multi_label: bool = False
+    label_separator: str = "|"
 
 
 def _normalise(name: str) -> str:
@@ -199,6 +212,27 @@ def _find_by_name(columns: list[str], names: tuple[str, ...], exclude: set[str])
     return None
 
 
+def _find_by_part_of_name(
+    frame: pd.DataFrame, names: tuple[str, ...], exclude: set[str], looks_right
+) -> Optional[str]:
+    """A column whose name contains a known name ('review_text', 'news_category'), if its values fit."""
+    for name in (name for name in names if len(name) >= 4):
+        for column in frame.columns:
+            if column not in exclude and name in _normalise(column) and looks_right(frame[column]):
+                return column
+    return None
+
+
+def _looks_like_text(values: pd.Series) -> bool:
+    return values.str.len().mean() >= 10 and values.nunique() >= 0.3 * len(values)
+
+
+def _looks_like_labels(values: pd.Series) -> bool:
+    stripped = values.str.strip()
+    count = stripped[stripped != ""].nunique()
+    return 2 <= count <= max(2, min(1000, len(values) // 2)) and stripped.str.len().mean() <= 40
+
+
 def _find_text_by_content(frame: pd.DataFrame, exclude: set[str]) -> Optional[str]:
     """The column of longest values on average, if its values look like free text (mostly distinct)."""
     best, best_length = None, 0.0
@@ -238,18 +272,28 @@ def detect_columns(
     text_column: Optional[str] = None,
     label_column: Optional[str] = None,
     need_label: bool = True,
+    pair_column: Optional[str] = None,
 ) -> Columns:
-    """Choose the text (and label) columns: given names first, then known names, then by content."""
+    """Choose the text (and label) columns: given names first, then known names, then by content.
+
+    A pair column is never guessed: it is given (``--text-pair-column``) or saved with the model.
+    """
     found = ", ".join(frame.columns)
     if text_column is not None:
         _require_column(frame, text_column, path, "--text-column")
     if label_column is not None:
         _require_column(frame, label_column, path, "--label-column")
-    taken = {c for c in (text_column, label_column) if c}
+    if pair_column is not None:
+        _require_column(frame, pair_column, path, "--text-pair-column")
+    taken = {c for c in (text_column, label_column, pair_column) if c}
     text = text_column or _find_by_name(list(frame.columns), TEXT_COLUMN_NAMES, taken)
     label = label_column
     if need_label and label is None:
         label = _find_by_name(list(frame.columns), LABEL_COLUMN_NAMES, taken | {text} if text else taken)
+    if text is None:
+        text = _find_by_part_of_name(frame, TEXT_COLUMN_NAMES, taken | {label}, _looks_like_text)
+    if need_label and label is None:
+        label = _find_by_part_of_name(frame, LABEL_COLUMN_NAMES, taken | {text}, _looks_like_labels)
     if text is None:
         text = _find_text_by_content(frame, {label} if label else set())
     if need_label and label is None:
@@ -260,7 +304,9 @@ def detect_columns(
         raise PlmError(f"no label column found in {path}; found: {found}. Use --label-column to pick one.")
     if need_label and text == label:
         raise PlmError(f"the text and label columns are both '{text}' in {path}; pick two different columns.")
-    return Columns(text=text, label=label)
+    if pair_column is not None and pair_column in (text, label):
+        raise PlmError(f"the text pair column '{pair_column}' is also the text or label column; pick another.")
+    return Columns(text=text, label=label, pair=pair_column)
 
 
 def quote_labels(labels: list[str], most: int = 5) -> str:
@@ -275,12 +321,36 @@ def sort_labels(labels: set[str]) -> list[str]:
     return sorted(labels)
 
 
-def labelled_rows(frame: pd.DataFrame, columns: Columns) -> tuple[list[str], list[str], list[int]]:
-    """Texts and stripped labels of the rows that have both, and those rows' positions in ``frame``."""
+def split_labels(cell: str, separator: str) -> tuple[str, ...]:
+    """A multi-label cell ('sports | politics') as its sorted, distinct, stripped labels."""
+    return tuple(sorted({part.strip() for part in cell.split(separator) if part.strip()}))
+
+
+@dataclass
+class LabelledRows:
+    """The rows of a table that have a text (a pair) and a label, and their positions in the table."""
+
+    texts: list[str]
+    pairs: Optional[list[str]]
+    labels: list  # stripped label strings, or tuples of them (multi-label)
+    kept: list[int]
+
+
+def labelled_rows(frame: pd.DataFrame, columns: Columns, separator: Optional[str] = None) -> LabelledRows:
+    """The rows with a text, a pair text (with a pair column) and a label; ``separator`` splits multi-labels."""
     texts = frame[columns.text].tolist()
-    labels = [label.strip() for label in frame[columns.label].tolist()]
-    keep = [i for i, (t, y) in enumerate(zip(texts, labels)) if t.strip() and y]
-    return [texts[i] for i in keep], [labels[i] for i in keep], keep
+    pairs = frame[columns.pair].tolist() if columns.pair else None
+    cells = [cell.strip() for cell in frame[columns.label].tolist()]
+    labels = [split_labels(cell, separator) for cell in cells] if separator else cells
+    keep = [
+        i for i, (t, y) in enumerate(zip(texts, labels)) if t.strip() and y and (pairs is None or pairs[i].strip())
+    ]
+    return LabelledRows(
+        texts=[texts[i] for i in keep],
+        pairs=[pairs[i] for i in keep] if pairs is not None else None,
+        labels=[labels[i] for i in keep],
+        kept=keep,
+    )
 
 
 def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -308,76 +378,117 @@ def load_classification(
     text_column: Optional[str] = None,
     label_column: Optional[str] = None,
     max_train_samples: Optional[int] = None,
+    pair_column: Optional[str] = None,
+    multi_label: bool = False,
+    label_separator: str = "|",
 ) -> ClassificationData:
     """Read the labelled training file (and validation file), detect columns, encode labels, split."""
+    separator = label_separator if multi_label else None
     frame = read_table(data)
-    columns = detect_columns(frame, data, text_column, label_column)
-    texts, labels, kept = labelled_rows(frame, columns)
-    dropped = len(frame) - len(kept)
-    if not texts:
+    columns = detect_columns(frame, data, text_column, label_column, pair_column=pair_column)
+    rows = labelled_rows(frame, columns, separator)
+    dropped = len(frame) - len(rows.kept)
+    what = "a text, a pair text" if columns.pair else "a text"
+    if not rows.texts:
         raise PlmError(
-            f"{data} has no row with both a text (column '{columns.text}') and a label (column '{columns.label}')."
+            f"{data} has no row with both {what} (column '{columns.text}') and a label (column '{columns.label}')."
         )
     if validation is not None:
         validation_frame = read_table(validation)
         # The validation file may name its columns differently (train.tsv's 'sentence' is dev.tsv's 'content').
         given_text = columns.text if columns.text in validation_frame.columns else text_column
         given_label = columns.label if columns.label in validation_frame.columns else label_column
-        validation_columns = detect_columns(validation_frame, validation, given_text, given_label)
-        validation_texts, validation_labels, kept = labelled_rows(validation_frame, validation_columns)
-        validation_dropped = len(validation_frame) - len(kept)
-        if not validation_texts:
-            raise PlmError(f"{validation} has no row with both a text and a label.")
-        dropped += validation_dropped
-        train_texts, train_labels = texts, labels
-        order = np.random.default_rng(seed).permutation(len(train_texts)).tolist()
-        train_texts, train_labels = [train_texts[i] for i in order], [train_labels[i] for i in order]
+        validation_columns = detect_columns(
+            validation_frame, validation, given_text, given_label, pair_column=pair_column
+        )
+        held_out = labelled_rows(validation_frame, validation_columns, separator)
+        if not held_out.texts:
+            raise PlmError(f"{validation} has no row with both {what} and a label.")
+        dropped += len(validation_frame) - len(held_out.kept)
+        train_index = np.random.default_rng(seed).permutation(len(rows.texts)).tolist()
+        validation_index = list(range(len(held_out.texts)))
         if validation_columns.text != columns.text or validation_columns.label != columns.label:
             console.info(f"Validation columns: text '{validation_columns.text}', label '{validation_columns.label}'.")
     else:
-        train_index, validation_index = stratified_split(labels, validation_split, seed)
-        train_texts, train_labels = [texts[i] for i in train_index], [labels[i] for i in train_index]
-        validation_texts = [texts[i] for i in validation_index]
-        validation_labels = [labels[i] for i in validation_index]
-        if not validation_texts:
+        strata = [separator.join(y) for y in rows.labels] if separator else rows.labels
+        train_index, validation_index = stratified_split(strata, validation_split, seed)
+        held_out = rows
+        if not validation_index:
             raise PlmError(
-                f"{data} is too small to hold out a validation set ({len(texts)} rows); "
+                f"{data} is too small to hold out a validation set ({len(rows.texts)} rows); "
                 "add rows or pass --validation FILE."
             )
-    label_names = sort_labels(set(train_labels))
+    if max_train_samples is not None:
+        train_index = train_index[:max_train_samples]
+    train_labels = [rows.labels[i] for i in train_index]
+    validation_labels = [held_out.labels[i] for i in validation_index]
+    seen = {name for y in train_labels for name in y} if separator else set(train_labels)
+    label_names = sort_labels(seen)
     if len(label_names) < 2:
+        limit = f"--max-train-samples {max_train_samples} keeps" if max_train_samples else f"{data} has"
         raise PlmError(
-            f"{data} has a single label ('{label_names[0]}') in column '{columns.label}'; "
+            f"{limit} a single label ('{label_names[0]}') in column '{columns.label}'; "
             "a classifier needs at least 2. Check --label-column."
         )
-    unseen = sorted(set(validation_labels) - set(label_names))
+    unseen = sorted(({n for y in validation_labels for n in y} if separator else set(validation_labels)) - seen)
     if unseen:
         raise PlmError(
             f"the validation data has labels that training never sees: {quote_labels(unseen)}. "
             "Add them to the training data or drop those rows."
         )
-    if max_train_samples is not None:
-        train_texts, train_labels = train_texts[:max_train_samples], train_labels[:max_train_samples]
-        if len(set(train_labels)) < 2:
-            raise PlmError(f"--max-train-samples {max_train_samples} keeps a single label; raise it.")
+    if not multi_label and any(label_separator in y for y in train_labels) and len(label_names) > 2:
+        joined = sum(label_separator in y for y in train_labels)
+        console.warn(
+            f"{joined} labels contain '{label_separator}'; if a row can have several labels, pass --multi-label."
+        )
     label2id = {name: i for i, name in enumerate(label_names)}
+
+    def ids(labels: list) -> list:
+        return [[label2id[n] for n in y] for y in labels] if separator else [label2id[y] for y in labels]
+
     return ClassificationData(
-        train_texts=train_texts,
-        train_labels=[label2id[y] for y in train_labels],
-        validation_texts=validation_texts,
-        validation_labels=[label2id[y] for y in validation_labels],
+        train_texts=[rows.texts[i] for i in train_index],
+        train_labels=ids(train_labels),
+        validation_texts=[held_out.texts[i] for i in validation_index],
+        validation_labels=ids(validation_labels),
         label_names=label_names,
         columns=columns,
         dropped_rows=dropped,
+        train_pairs=[rows.pairs[i] for i in train_index] if rows.pairs is not None else None,
+        validation_pairs=[held_out.pairs[i] for i in validation_index] if held_out.pairs is not None else None,
+        multi_label=multi_label,
+        label_separator=label_separator,
     )
 
 
+def multi_hot(label_ids: list[list[int]], num_labels: int) -> list[list[float]]:
+    """Rows of label ids as 0/1 vectors, the targets of a multi-label (BCE) loss."""
+    rows = np.zeros((len(label_ids), num_labels), dtype=np.float32)
+    for row, ids in enumerate(label_ids):
+        rows[row, ids] = 1.0
+    return rows.tolist()
+
+
+def check_readable(file: str) -> None:
+    """Refuse a path that is missing or a directory ('-' is standard input), before any model is loaded."""
+    path = Path(file)
+    if file != "-" and not path.exists():
+        raise PlmError(f"file not found: {path}")
+    if path.is_dir():
+        raise PlmError(f"{path} is a directory; expected a file.")
+
+
 def read_texts(
-    file: str, text_column: Optional[str] = None
-) -> tuple[list[str], Optional[pd.DataFrame], Optional[str]]:
+    file: str,
+    text_column: Optional[str] = None,
+    pair_column: Optional[str] = None,
+    trained_column: Optional[str] = None,
+) -> tuple[list[str], Optional[list[str]], Optional[pd.DataFrame], Optional[str]]:
     """Texts to classify from a file: a table (text column detected) or plain lines ('-' reads stdin).
 
-    Returns the texts, the table they came from (None for plain lines) and the text column.
+    ``trained_column``, the text column the model was trained on, is used when the table has it and
+    no column is given. Returns the texts, the pair texts (with ``pair_column``), the table they
+    came from (None for plain lines) and the text column.
     """
     if file == "-":
         lines = sys.stdin.read().splitlines()
@@ -386,31 +497,34 @@ def read_texts(
         path = Path(file)
         if path.suffix.lower() in TABLE_SUFFIXES:
             frame = read_table(file)
-            column = detect_columns(frame, file, text_column, need_label=False).text
-            return frame[column].tolist(), frame, column
-        if not path.exists():
-            raise PlmError(f"file not found: {path}")
-        if path.is_dir():
-            raise PlmError(f"{path} is a directory; expected a text file with one text per line.")
+            if text_column is None and trained_column in frame.columns and trained_column != pair_column:
+                text_column = trained_column
+            column = detect_columns(frame, file, text_column, need_label=False, pair_column=pair_column).text
+            pairs = frame[pair_column].tolist() if pair_column else None
+            return frame[column].tolist(), pairs, frame, column
+        check_readable(file)
         try:
             lines = path.read_text(encoding="utf-8-sig").splitlines()
         except UnicodeDecodeError as exc:
             raise PlmError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8.") from exc
         source = str(path)
+    if pair_column:
+        raise PlmError(f"text pairs need a table (CSV, TSV, JSON, JSONL or Parquet) with column '{pair_column}'.")
     texts = [line for line in lines if line.strip()]
     if not texts:
         raise PlmError(f"{source} holds no text; expected one text per line.")
-    return texts, None, None
+    return texts, None, None, None
 
 
-def tokenize(texts: list[str], labels: Optional[list[int]], tokenizer, max_length: int):
+def tokenize(texts: list[str], labels: Optional[list], tokenizer, max_length: int, pairs: Optional[list[str]] = None):
     """A datasets.Dataset of input_ids/attention_mask(/token_type_ids), 'length' and 'labels', unpadded.
 
-    Returns the dataset and how many texts were truncated to ``max_length``.
+    With ``pairs``, each example is the pair [CLS] text [SEP] pair [SEP] with segment ids 0 and 1,
+    the longer text cut first. Returns the dataset and how many examples were truncated.
     """
     from datasets import Dataset
 
-    encodings = tokenizer(texts, truncation=True, max_length=max_length)
+    encodings = tokenizer(texts, pairs, truncation=True, max_length=max_length)
     truncated = sum(1 for encoding in encodings.encodings if encoding.overflowing)
     columns = dict(encodings)
     columns["length"] = [len(ids) for ids in encodings["input_ids"]]

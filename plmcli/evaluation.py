@@ -3,7 +3,9 @@
 The texts go through the same batched, length-sorted inference as `plm predict`; the metrics
 through evaluate's API (plmcli.metrics). The report directory (default ``<model>/eval``) is
 written whole or not at all: metrics.json, confusion_matrix.png and errors.csv (every
-misclassified row with all its input columns, the most confident mistakes first).
+misclassified row with all its input columns, the most confident mistakes first). Columns are
+those given, else the ones the model was trained on when the file has them, else detected; a
+multi-label model's rows are right only when their whole label set is.
 """
 
 from dataclasses import dataclass
@@ -33,49 +35,79 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         config.output or str(Path(config.model) / "eval"), config.overwrite, (config.data,), marker="metrics.json"
     )
     frame = data.read_table(config.data)
-    columns = data.detect_columns(frame, config.data, config.text_column, config.label_column)
-    texts, labels, kept = data.labelled_rows(frame, columns)
-    if not texts:
+    classifier = load_for_inference(config.model, config.device, config.precision, config.max_length, config.long)
+    saved = classifier.trained_with
+    columns = data.detect_columns(
+        frame,
+        config.data,
+        config.text_column or _present(saved.get("text_column"), frame),
+        config.label_column or _present(saved.get("label_column"), frame),
+        pair_column=config.text_pair_column or saved.get("text_pair_column"),
+    )
+    separator = classifier.separator if classifier.multi_label else None
+    rows = data.labelled_rows(frame, columns, separator)
+    if not rows.texts:
         raise PlmError(f"{config.data} has no row with both a text and a label.")
-    if len(kept) < len(frame):
-        console.warn(f"skipped {len(frame) - len(kept)} rows with an empty text or label.")
-    classifier = load_for_inference(config.model, config.device, config.precision, config.max_length)
+    if len(rows.kept) < len(frame):
+        console.warn(f"skipped {len(frame) - len(rows.kept)} rows with an empty text or label.")
     label_names = classifier.label_names
     label2id = {name: i for i, name in enumerate(label_names)}
-    unknown = sorted(set(labels) - set(label2id))
+    given = {name for y in rows.labels for name in y} if separator else set(rows.labels)
+    unknown = sorted(given - set(label2id))
     if unknown:
         raise PlmError(
             f"{config.data} has labels the model does not know: {data.quote_labels(unknown)}; "
             f"the model's labels are: {', '.join(label_names)}."
         )
-    console.info(f"Evaluating on {len(texts)} rows: text column '{columns.text}', label column '{columns.label}'.")
+    pair = f", pair column '{columns.pair}'" if columns.pair else ""
+    console.info(
+        f"Evaluating on {len(rows.texts)} rows: text column '{columns.text}'{pair}, label column '{columns.label}'."
+    )
 
-    probabilities, truncated = classifier(texts, config.batch_size)
-    predictions = probabilities.argmax(axis=1)
-    references = np.array([label2id[y] for y in labels])
-    from plmcli.metrics import classification_report
+    probabilities, long_texts = classifier(rows.texts, config.batch_size, rows.pairs)
+    chosen = classifier.chosen(probabilities)
+    from plmcli import metrics as scoring
 
-    report = classification_report(predictions, references, label_names)
+    if classifier.multi_label:
+        references = np.zeros_like(chosen)
+        for row, labels in enumerate(rows.labels):
+            references[row, [label2id[name] for name in labels]] = 1
+        report = scoring.multi_label_report(chosen, references, label_names)
+        for name, threshold in zip(label_names, classifier.thresholds):
+            report["per_class"][name]["threshold"] = float(threshold)
+        wrong = (chosen != references).any(axis=1)
+        confidence = np.abs(probabilities - classifier.thresholds).mean(axis=1)  # how sure the mistake was
+    else:
+        references = np.array([label2id[y] for y in rows.labels])
+        predictions = probabilities.argmax(axis=1)
+        report = scoring.classification_report(predictions, references, label_names)
+        wrong = predictions != references
+        confidence = probabilities.max(axis=1)
     metrics = {
         "data": config.data,
         "model": config.model,
-        "samples": len(texts),
+        "samples": len(rows.texts),
+        "task": "multi-label" if classifier.multi_label else "single-label",
         "text_column": columns.text,
+        "text_pair_column": columns.pair,
         "label_column": columns.label,
         **report,
-        "misclassified": int((predictions != references).sum()),
-        "truncated_texts": truncated,
+        "misclassified": int(wrong.sum()),
+        "long_texts": {"count": long_texts, "handling": "sliding" if classifier.sliding else "truncate"},
+        "truncated_texts": 0 if classifier.sliding else long_texts,
     }
     records = frame.to_dict("records")
-    wrong = [i for i in np.argsort(-probabilities.max(axis=1), kind="stable") if predictions[i] != references[i]]
-    errors = [
-        {
-            **records[kept[i]],
-            "predicted_label": label_names[predictions[i]],
-            "predicted_score": float(probabilities[i, predictions[i]]),
-        }
-        for i in wrong
-    ]
+    errors = []
+    for i in np.argsort(-confidence, kind="stable"):
+        if wrong[i]:
+            picked = [label_names[j] for j in np.flatnonzero(chosen[i])]
+            errors.append(
+                {
+                    **records[rows.kept[i]],
+                    "predicted_label": (separator or "").join(picked),
+                    "predicted_score": float(probabilities[i].max()),
+                }
+            )
     with staged_dir(output) as staging:
         reporting.write_json(staging / "metrics.json", metrics)
         (staging / "errors.csv").write_text(to_csv(errors, list(errors[0])) if errors else "", encoding="utf-8")
@@ -84,5 +116,11 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
             report["confusion_matrix"],
             label_names,
             f"{config.model} on {config.data}",
+            [*label_names, "(none)"] if classifier.multi_label else None,
         )
     return EvaluationResult(output=output, metrics=metrics, errors=errors)
+
+
+def _present(column, frame):
+    """The model's training column name when this table has it, else None (detect it)."""
+    return column if column in frame.columns else None

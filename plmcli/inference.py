@@ -36,24 +36,18 @@ class PredictResult:
     texts_per_second: float
 
 
-def classify(
-    texts: list[str], tokenizer, model, batch_size: int, max_length: int, device: str, precision: str
-) -> tuple[np.ndarray, int]:
-    """Class probabilities (texts, labels) in input order, and how many texts were truncated."""
+def _logits(input_ids, token_type_ids, tokenizer, model, batch_size: int, device: str, precision: str) -> np.ndarray:
+    """The model's logits (examples, labels) for tokenised examples, in input order, batched longest first."""
     import torch
 
-    encodings = tokenizer(texts, truncation=True, max_length=max_length)
-    truncated = sum(1 for encoding in encodings.encodings if encoding.overflowing)
-    input_ids = encodings["input_ids"]
-    token_type_ids = encodings.get("token_type_ids")
-    order = sorted(range(len(texts)), key=lambda i: len(input_ids[i]), reverse=True)
-    probabilities = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]), reverse=True)
+    logits = np.zeros((len(input_ids), model.config.num_labels), dtype=np.float32)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     model.to(device)
     with torch.inference_mode(), torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            width = len(input_ids[batch[0]])  # the longest in this batch: texts are sorted longest first
+            width = len(input_ids[batch[0]])  # the longest in this batch: examples are sorted longest first
             ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             types = torch.zeros((len(batch), width), dtype=torch.long)
@@ -66,9 +60,51 @@ def classify(
             inputs = {"input_ids": ids, "attention_mask": mask}
             if token_type_ids is not None:
                 inputs["token_type_ids"] = types
-            logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits  # (batch, labels)
-            probabilities[batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return probabilities, truncated
+            logits[batch] = model(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu().numpy()
+    return logits
+
+
+def classify(
+    texts: list[str],
+    tokenizer,
+    model,
+    batch_size: int,
+    max_length: int,
+    device: str,
+    precision: str,
+    pairs: Optional[list[str]] = None,
+    sliding: bool = False,
+) -> tuple[np.ndarray, int]:
+    """Label probabilities (texts, labels) in input order, and how many texts were longer than ``max_length``.
+
+    Probabilities are a softmax over the labels, or for a multi-label model each label's sigmoid.
+    A longer text is truncated, or with ``sliding`` cut into windows of ``max_length`` tokens that
+    overlap by a quarter, whose probabilities are averaged.
+    """
+    multi_label = model.config.problem_type == "multi_label_classification"
+    if sliding:
+        encodings = tokenizer(
+            texts, truncation=True, max_length=max_length, stride=max_length // 4, return_overflowing_tokens=True
+        )
+        owners = np.asarray(encodings["overflow_to_sample_mapping"])  # the text each window comes from
+        windows = np.bincount(owners, minlength=len(texts))
+        long_texts = int((windows > 1).sum())
+    else:
+        encodings = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+        long_texts = sum(1 for encoding in encodings.encodings if encoding.overflowing)
+    logits = _logits(
+        encodings["input_ids"], encodings.get("token_type_ids"), tokenizer, model, batch_size, device, precision
+    )
+    if multi_label:
+        probabilities = 1.0 / (1.0 + np.exp(-logits))
+    else:
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    if sliding:
+        averaged = np.zeros((len(texts), probabilities.shape[1]), dtype=np.float32)
+        np.add.at(averaged, owners, probabilities)
+        probabilities = averaged / windows[:, None]
+    return probabilities.astype(np.float32), long_texts
 
 
 @dataclass
@@ -80,24 +116,71 @@ class Classifier:
     device: str
     precision: str
     max_length: int  # tokens per text: the user's limit, at most the model's
+    sliding: bool = False  # long texts in overlapping windows instead of truncated
 
     @property
     def label_names(self) -> list[str]:
         return [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
-    def __call__(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, int]:
-        """Probabilities (texts, labels) in input order and the truncated count, which is also warned about."""
-        probabilities, truncated = classify(
-            texts, self.tokenizer, self.model, batch_size, self.max_length, self.device, self.precision
+    @property
+    def trained_with(self) -> dict:
+        """What plm finetune recorded: text_column, text_pair_column, label_column, multi_label, thresholds, ..."""
+        return getattr(self.model.config, "plm", None) or {}
+
+    @property
+    def multi_label(self) -> bool:
+        return self.model.config.problem_type == "multi_label_classification"
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """Each label's decision threshold (multi-label): tuned by plm finetune, else 0.5."""
+        saved = self.trained_with.get("thresholds")
+        return np.asarray(saved if saved and len(saved) == len(self.label_names) else [0.5] * len(self.label_names))
+
+    @property
+    def separator(self) -> str:
+        return self.trained_with.get("label_separator", "|")
+
+    def __call__(self, texts: list[str], batch_size: int, pairs: Optional[list[str]] = None) -> tuple[np.ndarray, int]:
+        """Probabilities (texts, labels) in input order and the count of long texts, which is also said."""
+        if self.sliding and pairs is not None:
+            raise PlmError("--long sliding reads single texts; text pairs are truncated (drop --long sliding).")
+        probabilities, long_texts = classify(
+            texts,
+            self.tokenizer,
+            self.model,
+            batch_size,
+            self.max_length,
+            self.device,
+            self.precision,
+            pairs,
+            self.sliding,
         )
-        if truncated:
-            console.warn(
-                f"{truncated} of {len(texts)} texts were longer than {self.max_length} tokens and were truncated."
+        what = "texts" if pairs is None else "pairs"
+        if long_texts and self.sliding:
+            console.info(
+                f"{long_texts} of {len(texts)} texts were longer than {self.max_length} tokens; "
+                "their scores are the average over overlapping windows."
             )
-        return probabilities, truncated
+        elif long_texts:
+            console.warn(
+                f"{long_texts} of {len(texts)} {what} were longer than {self.max_length} tokens and were truncated"
+                + (" (--long sliding reads them whole, in windows)." if pairs is None else ".")
+            )
+        return probabilities, long_texts
+
+    def chosen(self, probabilities: np.ndarray) -> np.ndarray:
+        """0/1 (texts, labels): the labels each text is given (multi-label: those at or above their threshold)."""
+        if self.multi_label:
+            return (probabilities >= self.thresholds).astype(np.int8)
+        one_hot = np.zeros(probabilities.shape, dtype=np.int8)
+        one_hot[np.arange(len(probabilities)), probabilities.argmax(axis=1)] = 1
+        return one_hot
 
 
-def load_for_inference(model_name: str, device: str, precision: str, max_length: Optional[int]) -> Classifier:
+def load_for_inference(
+    model_name: str, device: str, precision: str, max_length: Optional[int], long: str = "truncate"
+) -> Classifier:
     """Load a fine-tuned classifier (refusing what is not one) on the chosen device and precision."""
     device = modeling.choose_device(device)
     precision = modeling.choose_precision(precision, device)
@@ -105,7 +188,27 @@ def load_for_inference(model_name: str, device: str, precision: str, max_length:
     tokenizer, model = modeling.load_classifier(model_name)
     speed.score_first_token_only(model)
     limit = modeling.model_limit(tokenizer, model)
-    return Classifier(tokenizer, model, device, precision, min(max_length or limit, limit))
+    return Classifier(tokenizer, model, device, precision, min(max_length or limit, limit), long == "sliding")
+
+
+def read_inputs(config, classifier: Classifier):
+    """The texts (and pairs) to classify from config.texts or config.file, with the table they came from.
+
+    Columns: those given, else the ones the model was trained on when the file has them, else detected.
+    Returns (texts, pairs or None, table or None, text column or None).
+    """
+    saved = classifier.trained_with
+    pair_column = config.text_pair_column or saved.get("text_pair_column")
+    if config.file is None:
+        if pair_column:
+            raise PlmError(
+                f"{config.model} classifies text pairs (columns '{saved.get('text_column')}' and '{pair_column}'); "
+                "give them in a table with --file."
+            )
+        return list(config.texts), None, None, None
+    from plmcli import data  # pandas: only when reading a file
+
+    return data.read_texts(config.file, config.text_column, pair_column, saved.get("text_column"))
 
 
 def to_csv(rows: list[dict], columns: list[str]) -> str:
@@ -132,13 +235,28 @@ def _output_format(config: PredictConfig) -> str:
 
 
 def _prediction_row(
-    record: dict, probs: np.ndarray, label_names: list[str], names: tuple[str, str], top_k: int, all_scores: bool
+    record: dict,
+    probs: np.ndarray,
+    chosen: np.ndarray,
+    classifier: Classifier,
+    names: tuple[str, str],
+    top_k: int,
+    all_scores: bool,
 ) -> dict:
-    """One input row with its best label and score, the next top_k - 1, and every label's score if asked."""
-    ranked = np.argsort(-probs, kind="stable")[:top_k]
+    """One input row with its label and score, the next top_k - 1 labels by score, and every score if asked.
+
+    A multi-label model's label is every label at or above its threshold, joined by its separator
+    ('' for none), best first; its score is the best label's.
+    """
+    label_names = classifier.label_names
+    ranked = np.argsort(-probs, kind="stable")
     row = dict(record)
-    row[names[0]], row[names[1]] = label_names[ranked[0]], float(probs[ranked[0]])
-    for k, index in enumerate(ranked[1:], start=2):
+    if classifier.multi_label:
+        row[names[0]] = classifier.separator.join(label_names[i] for i in ranked if chosen[i])
+    else:
+        row[names[0]] = label_names[ranked[0]]
+    row[names[1]] = float(probs[ranked[0]])
+    for k, index in enumerate(ranked[1:top_k], start=2):
         row[f"label_{k}"], row[f"score_{k}"] = label_names[index], float(probs[index])
     if all_scores:
         row.update({f"prob_{name}": float(p) for name, p in zip(label_names, probs)})
@@ -153,13 +271,13 @@ def predict(config: PredictConfig) -> PredictResult:
     if config.file is not None:
         from plmcli import data  # pandas: only when reading a file
 
-        texts, table, text_column = data.read_texts(config.file, config.text_column)
-    else:
-        texts, table, text_column = list(config.texts), None, None
-    classifier = load_for_inference(config.model, config.device, config.precision, config.max_length)
+        data.check_readable(config.file)  # a missing file is said before the model loads
+    classifier = load_for_inference(config.model, config.device, config.precision, config.max_length, config.long)
+    texts, pairs, table, text_column = read_inputs(config, classifier)
     started = time.perf_counter()
-    probabilities, _ = classifier(texts, config.batch_size)
+    probabilities, _ = classifier(texts, config.batch_size, pairs)
     elapsed = time.perf_counter() - started
+    chosen = classifier.chosen(probabilities)
     label_names = classifier.label_names
     input_columns = list(table.columns) if table is not None else ["text"]
     # An input table with its own label (or score) column keeps it; the predictions get a prefix.
@@ -174,15 +292,20 @@ def predict(config: PredictConfig) -> PredictResult:
     extra += [f"prob_{name}" for name in label_names] if config.all_scores else []
     records = table.to_dict("records") if table is not None else [{"text": text} for text in texts]
     rows = [
-        _prediction_row(record, probs, label_names, (label_column, score_column), top_k, config.all_scores)
-        for record, probs in zip(records, probabilities)
+        _prediction_row(record, probs, picked, classifier, (label_column, score_column), top_k, config.all_scores)
+        for record, probs, picked in zip(records, probabilities, chosen)
     ]
     columns = input_columns + [label_column, score_column] + extra
-    shown = [text_column or "text", label_column, score_column] + extra
+    shown = [text_column or "text"] + ([pairs_column(classifier, config)] if pairs is not None else [])
+    shown += [label_column, score_column] + extra
     result = PredictResult(rows, columns, shown, output_format, output, len(texts) / max(elapsed, 1e-9))
     if output is not None:
         write_text_atomic(output, render(result))
     return result
+
+
+def pairs_column(classifier: Classifier, config) -> str:
+    return config.text_pair_column or classifier.trained_with.get("text_pair_column")
 
 
 def render(result: PredictResult) -> str:

@@ -3,7 +3,8 @@
 ``evaluate.load("accuracy")`` fetches its script from the Hub, so plm defines its metric as an
 ``evaluate.Metric`` subclass here: the same ``compute(predictions=..., references=...)`` call,
 with no network and no scikit-learn. One pass yields accuracy, macro and weighted F1,
-per-class precision/recall/F1/support and the confusion matrix.
+per-class precision/recall/F1/support and the confusion matrix; for multi-label data, micro and
+macro F1, subset accuracy and per-label figures, with each label's decision threshold.
 """
 
 import datasets
@@ -15,17 +16,24 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.divide(numerator, denominator, out=np.zeros_like(numerator, dtype=float), where=denominator > 0)
 
 
+def _metric_info(description: str, inputs: str, feature) -> evaluate.MetricInfo:
+    """An offline metric's description: predictions and references of the same ``feature`` type."""
+    return evaluate.MetricInfo(
+        description=description,
+        citation="",
+        inputs_description=inputs,
+        features=datasets.Features({"predictions": feature, "references": feature}),
+    )
+
+
 class ClassificationMetric(evaluate.Metric):
     """Single-label classification metrics from integer predictions and references."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Accuracy, macro/weighted F1, per-class precision, recall, F1 and support, confusion matrix.",
-            citation="",
-            inputs_description="predictions and references: class ids (int); label_names: the name of each id.",
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
+        return _metric_info(
+            "Accuracy, macro/weighted F1, per-class precision, recall, F1 and support, confusion matrix.",
+            "predictions and references: class ids (int); label_names: the name of each id.",
+            datasets.Value("int64"),
         )
 
     def _compute(self, predictions, references, label_names: list[str]) -> dict:
@@ -56,18 +64,103 @@ class ClassificationMetric(evaluate.Metric):
         }
 
 
+class MultiLabelMetric(evaluate.Metric):
+    """Multi-label metrics from 0/1 prediction and reference vectors (one entry per label)."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return _metric_info(
+            "Micro and macro F1, subset accuracy, per-label precision, recall, F1 and support.",
+            "predictions and references: 0/1 per label; label_names: the name of each position.",
+            datasets.Sequence(datasets.Value("int8")),
+        )
+
+    def _compute(self, predictions, references, label_names: list[str]) -> dict:
+        predicted, true = np.asarray(predictions, dtype=bool), np.asarray(references, dtype=bool)
+        true_positives = (predicted & true).sum(axis=0).astype(float)
+        predicted_count, support = predicted.sum(axis=0), true.sum(axis=0)
+        precision = _safe_divide(true_positives, predicted_count)
+        recall = _safe_divide(true_positives, support)
+        f1 = _safe_divide(2 * precision * recall, precision + recall)
+        micro_precision = true_positives.sum() / max(1, predicted_count.sum())
+        micro_recall = true_positives.sum() / max(1, support.sum())
+        present = (support > 0) | (predicted_count > 0)
+        return {
+            "subset_accuracy": float((predicted == true).all(axis=1).mean()),  # every label of the row right
+            "micro_f1": float(
+                _safe_divide(np.array(2 * micro_precision * micro_recall), np.array(micro_precision + micro_recall))
+            ),
+            "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+            "per_class": {
+                name: {
+                    "precision": float(precision[i]),
+                    "recall": float(recall[i]),
+                    "f1": float(f1[i]),
+                    "support": int(support[i]),
+                }
+                for i, name in enumerate(label_names)
+            },
+            # rows: true label; columns: predicted label, then '(none)' for rows given no label at all
+            "confusion_matrix": np.concatenate(
+                [
+                    true.T.astype(np.int64) @ predicted.astype(np.int64),
+                    (true & ~predicted.any(axis=1, keepdims=True)).sum(axis=0)[:, None],
+                ],
+                axis=1,
+            ).tolist(),
+        }
+
+
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)  # the candidates tune_thresholds tries
+
+
+def tune_thresholds(probabilities: np.ndarray, references: np.ndarray) -> list[float]:
+    """Each label's decision threshold: the candidate with the best F1 of that label on these rows.
+
+    Ties go to the candidate nearest 0.5; a label with no positive row keeps 0.5.
+    """
+    chosen = []
+    for column in range(probabilities.shape[1]):
+        truth = references[:, column].astype(bool)
+        if not truth.any():
+            chosen.append(0.5)
+            continue
+        predicted = probabilities[:, column][None, :] >= THRESHOLDS[:, None]  # (candidates, rows)
+        true_positives = (predicted & truth).sum(axis=1)
+        f1 = 2 * true_positives / (predicted.sum(axis=1) + truth.sum())
+        best = np.flatnonzero(f1 == f1.max())
+        chosen.append(float(THRESHOLDS[best[np.argmin(np.abs(THRESHOLDS[best] - 0.5))]]))
+    return chosen
+
+
+def multi_label_report(predictions, references, label_names: list[str]) -> dict:
+    """All multi-label metrics of 0/1 predictions (rows, labels) against 0/1 references."""
+    metric = MultiLabelMetric(keep_in_memory=True)
+    return metric.compute(predictions=predictions, references=references, label_names=label_names)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
 def classification_report(predictions, references, label_names: list[str]) -> dict:
     """All classification metrics of class-id predictions against references."""
     metric = ClassificationMetric(keep_in_memory=True)
     return metric.compute(predictions=predictions, references=references, label_names=label_names)
 
 
-def trainer_metrics(label_names: list[str]):
-    """A Trainer ``compute_metrics`` that logs the headline figures (accuracy, macro and weighted F1)."""
+HEADLINE = {False: ("accuracy", "macro_f1", "weighted_f1"), True: ("micro_f1", "macro_f1", "subset_accuracy")}
+
+
+def trainer_metrics(label_names: list[str], multi_label: bool = False):
+    """A Trainer ``compute_metrics`` that logs the headline figures (HEADLINE); multi-label at threshold 0.5."""
 
     def compute_metrics(eval_prediction) -> dict:
-        predictions = np.argmax(eval_prediction.predictions, axis=-1)
-        report = classification_report(predictions, eval_prediction.label_ids, label_names)
-        return {key: report[key] for key in ("accuracy", "macro_f1", "weighted_f1")}
+        if multi_label:
+            predicted = (eval_prediction.predictions > 0).astype(np.int8)  # sigmoid(logit) > 0.5
+            report = multi_label_report(predicted, eval_prediction.label_ids.astype(np.int8), label_names)
+        else:
+            predictions = np.argmax(eval_prediction.predictions, axis=-1)
+            report = classification_report(predictions, eval_prediction.label_ids, label_names)
+        return {key: report[key] for key in HEADLINE[multi_label]}
 
     return compute_metrics

@@ -126,8 +126,11 @@ def load_tokenizer(source: ModelSource):
     return tokenizer
 
 
-def load_for_classification(source: ModelSource, label_names: list[str]):
+def load_for_classification(source: ModelSource, label_names: list[str], multi_label: bool = False):
     """A sequence classifier with a fresh head for ``label_names`` on the base model's encoder, and a note.
+
+    A multi-label classifier scores each label on its own (sigmoid and BCE loss, transformers'
+    ``multi_label_classification`` problem type); a single-label one, softmax and cross-entropy.
 
     The note (None when there is nothing to say) names weights besides the classification head
     that start fresh, such as the pooler of a model saved by `plm pretrain`.
@@ -143,7 +146,7 @@ def load_for_classification(source: ModelSource, label_names: list[str]):
         num_labels=len(label_names),
         id2label=id2label,
         label2id={name: i for i, name in id2label.items()},
-        problem_type="single_label_classification",
+        problem_type="multi_label_classification" if multi_label else "single_label_classification",
         ignore_mismatched_sizes=True,  # a classifier fine-tuned on other labels gets a new head
         output_loading_info=True,
         dtype=torch.float32,  # trained weights stay float32 (see load_for_pretraining)

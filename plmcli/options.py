@@ -20,6 +20,35 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class ClassWeights(str, Enum):
+    auto = "auto"
+    none = "none"
+
+
+class Metric(str, Enum):
+    macro_f1 = "macro_f1"
+    micro_f1 = "micro_f1"
+    weighted_f1 = "weighted_f1"
+    accuracy = "accuracy"
+    loss = "loss"
+
+
+class LongTexts(str, Enum):
+    truncate = "truncate"
+    sliding = "sliding"
+
+
+LongOption = Annotated[
+    LongTexts,
+    typer.Option(
+        "--long",
+        help="Texts longer than --max-length: truncate them, or read them whole in overlapping windows "
+        "(a quarter overlap) whose scores are averaged.",
+        case_sensitive=False,
+    ),
+]
+
+
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
@@ -49,6 +78,14 @@ OverwriteOption = Annotated[
 ]
 TextColumnOption = Annotated[
     Optional[str], typer.Option("--text-column", help="Column holding the text (default: detected from the data).")
+]
+TextPairColumnOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--text-pair-column",
+        help="Column holding the second text of sentence pairs, encoded as a pair with its own segment ids "
+        "(default: the one the model was trained with, if any).",
+    ),
 ]
 LabelColumnOption = Annotated[
     Optional[str], typer.Option("--label-column", help="Column holding the label (default: detected from the data).")

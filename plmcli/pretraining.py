@@ -208,6 +208,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     speed.masked_positions_only(model)
     if device == "cpu":
         speed.fast_dropout(model)
+        speed.reuse_freed_memory()
     model.to(device)
     collator = masking_collator(tokenizer, config)
     held_out = masked_batches(
@@ -267,6 +268,19 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         tokenizer.save_pretrained(staging)
         reporting.write_json(staging / "metrics.json", metrics)
         reporting.write_pretrain_card(staging, config, metrics)
+        reporting.write_manifest(
+            staging / "manifest.json",
+            config,
+            {
+                "base_model": base_name,
+                "learning_rate": lr,
+                "max_length": max_length,
+                "device": device,
+                "precision": precision,
+                "precision_reason": precision_reason,
+            },
+            [*text.sources, *local_model],
+        )
         reporting.plot_loss_curve(
             staging / "loss_curve.png",
             trainer.state.log_history,

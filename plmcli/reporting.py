@@ -1,7 +1,13 @@
-"""What a run leaves beside its weights: metrics.json and a model card (README.md)."""
+"""What a run leaves beside its weights: metrics.json, manifest.json, a model card (README.md), plots."""
 
+import hashlib
 import json
+import platform
 import shlex
+import sys
+from dataclasses import asdict
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
@@ -13,10 +19,81 @@ def write_json(path: Path, content: dict) -> None:
     path.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+PACKAGES = (
+    "torch",
+    "transformers",
+    "datasets",
+    "evaluate",
+    "tokenizers",
+    "accelerate",
+    "safetensors",
+    "numpy",
+    "pandas",
+)
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for piece in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def input_files(paths) -> dict:
+    """{path: {bytes, sha256}} of every file among ``paths`` (directories: the files in them, recursively)."""
+    files = {}
+    for given in paths:
+        path = Path(given)
+        found = (
+            sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+        )
+        for file in found:
+            files[str(file)] = {"bytes": file.stat().st_size, "sha256": file_digest(file)}
+    return files
+
+
+def write_manifest(path: Path, config, resolved: dict, inputs) -> None:
+    """manifest.json: what it takes to rerun and check a run.
+
+    The exact command, every setting as given and as resolved (learning rate, device, columns, ...),
+    the seed, the version of Python, plm and each library, and the size and sha256 of every input
+    file (data files, corpus files, a local base model's files).
+    """
+    versions = {"python": platform.python_version(), "plm": __version__}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    settings = {key: value for key, value in asdict(config).items() if key != "command"}
+    write_json(
+        path,
+        {
+            "command": config.command or [sys.executable, "(Python API)"],
+            "settings": settings,
+            "resolved": resolved,
+            "seed": config.seed,
+            "versions": versions,
+            "platform": platform.platform(),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "inputs": input_files(inputs),
+        },
+    )
+
+
 def _metrics_table(report: dict) -> str:
-    lines = ["| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    thresholds = all("threshold" in row for row in report["per_class"].values())
+    lines = [
+        "| label | precision | recall | F1 | support |" + (" threshold |" if thresholds else ""),
+        "|---|---|---|---|---|" + ("---|" if thresholds else ""),
+    ]
     for name, row in report["per_class"].items():
-        lines.append(f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |")
+        lines.append(
+            f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |"
+            + (f" {row['threshold']:.2f} |" if thresholds else "")
+        )
     return "\n".join(lines)
 
 
@@ -25,6 +102,44 @@ def write_finetune_card(directory: Path, config, base_name: str, labelled, metri
     validation = metrics["validation"]
     validation_source = config.validation or f"{config.validation_split:.0%} of the training file, stratified"
     command = _command(config)
+    columns = metrics["columns"]
+    multi_label = metrics["task"] == "multi-label"
+    pair = f", pair column `{columns['pair']}` (encoded as text pairs)" if columns["pair"] else ""
+    if multi_label:
+        half = validation["at_threshold_0.5"]
+        headline = (
+            f"- Micro-F1 **{validation['micro_f1']:.4f}**, macro-F1 **{validation['macro_f1']:.4f}**, subset accuracy "
+            f"{validation['subset_accuracy']:.4f}, loss {validation['loss']:.4f}, with each label's threshold tuned "
+            f"on this validation set (so these figures are optimistic); at threshold 0.5: micro-F1 "
+            f"{half['micro_f1']:.4f}, macro-F1 {half['macro_f1']:.4f}"
+        )
+        task = (
+            f"Multi-label: a row may have several labels, written `a{labelled.label_separator}b`; "
+            "each label has its own sigmoid score and threshold."
+        )
+    else:
+        headline = (
+            f"- Accuracy **{validation['accuracy']:.4f}**, macro-F1 **{validation['macro_f1']:.4f}**, weighted-F1 "
+            f"{validation['weighted_f1']:.4f}, loss {validation['loss']:.4f}"
+        )
+        task = "Single-label: one label per row (softmax over the labels)."
+    weighting = metrics["class_weights"]
+    weights = (
+        ", ".join(f"`{name}` {w:.3f}" for name, w in weighting["weights"].items()) if weighting["weights"] else "none"
+    )
+    stopping = ""
+    if "early_stopping" in metrics:
+        stop = metrics["early_stopping"]
+        stopping = (
+            f"- Early stopping: patience {stop['patience']} evaluations on {stop['metric']}; the best model "
+            f"(step {stop['best_step']}, {stop['metric']} {stop['best_value']:.4f}) is the one saved; training "
+            f"ended at step {stop['last_step']} of {stop['planned_steps']}\n"
+        )
+    use = (
+        f"plm predict --model {config.output} --file pairs.csv   # columns {columns['text']}, {columns['pair']}"
+        if columns["pair"]
+        else f'plm predict --model {config.output} "some text"'
+    )
     text = f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -38,27 +153,31 @@ A `BertForSequenceClassification`-style model fine-tuned from **{base_name}** by
 Lineage: {" -> ".join(metrics["lineage"])}
 
 ## Data
-- Training file: `{config.data}` ({metrics["train"]["samples"]} rows used), text column `{labelled.columns.text}`, \
-label column `{labelled.columns.label}`
+- Training file: `{config.data}` ({metrics["train"]["samples"]} rows used), text column `{columns["text"]}`{pair}, \
+label column `{columns["label"]}`
 - Validation: {validation_source} ({metrics["validation_samples"]} rows)
 - Labels ({len(labelled.label_names)}): {", ".join(f"`{name}`" for name in labelled.label_names)}
+- {task}
 
 ## Training
 - Command: `{command}`
 - Epochs {config.epochs}, batch size {config.batch_size}, learning rate {metrics["train"]["learning_rate"]:g}, \
 max length {metrics["max_length"]}, seed {config.seed}, {metrics["device"]}, {metrics["precision"]}
-- {metrics["train"]["steps"]} steps in {metrics["train"]["runtime_seconds"]} s \
+- Class weights: {weights} ({weighting["reason"]})
+{stopping}- {metrics["train"]["steps"]} steps in {metrics["train"]["runtime_seconds"]} s \
 ({metrics["train"]["samples_per_second"]} samples/s), final training loss {metrics["train"]["loss"]:.4f}
+- Texts longer than {metrics["max_length"]} tokens: {metrics["truncated_texts"]["train"]} in training and \
+{metrics["truncated_texts"]["validation"]} in validation, truncated
+- Everything needed to rerun it (settings, versions, sha256 of the inputs): `manifest.json`
 
 ## Validation metrics
-- Accuracy **{validation["accuracy"]:.4f}**, macro-F1 **{validation["macro_f1"]:.4f}**, weighted-F1 \
-{validation["weighted_f1"]:.4f}, loss {validation["loss"]:.4f}
+{headline}
 
 {_metrics_table(validation)}
 
 ## Use
 ```
-plm predict --model {config.output} "some text"
+{use}
 ```
 ```python
 from transformers import pipeline
@@ -131,22 +250,39 @@ model = AutoModelForMaskedLM.from_pretrained("{config.output}")
     (directory / "README.md").write_text(card, encoding="utf-8")
 
 
-def plot_confusion_matrix(path: Path, matrix: list[list[int]], label_names: list[str], title: str) -> None:
-    """A confusion matrix PNG: counts in each cell, colour by the share of each true label's rows."""
+def _short(name: str, most: int = 24) -> str:
+    """A label name short enough for an axis: long names keep their start and end."""
+    return name if len(name) <= most else name[: most - 9] + "..." + name[-6:]
+
+
+def plot_confusion_matrix(
+    path: Path,
+    matrix: list[list[int]],
+    label_names: list[str],
+    title: str,
+    predicted_names: Optional[list[str]] = None,
+) -> None:
+    """A confusion matrix PNG: counts in each cell, colour by the share of each true label's rows.
+
+    ``predicted_names`` name the columns when they differ from the rows (multi-label: the labels
+    and '(none)').
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    columns = predicted_names or label_names
     counts = np.asarray(matrix)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # (true, predicted), rows sum to 1
-    size = min(4 + 0.6 * len(label_names), 20)
+    size = min(4 + 0.6 * len(columns), 20)
     figure, axes = plt.subplots(figsize=(size, size * 0.85))
     axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    ticks = range(len(label_names))
-    axes.set_xticks(ticks, label_names, rotation=45 if len(label_names) > 4 else 0, ha="right")
-    axes.set_yticks(ticks, label_names)
+    axes.set_xticks(
+        range(len(columns)), [_short(name) for name in columns], rotation=45 if len(columns) > 4 else 0, ha="right"
+    )
+    axes.set_yticks(range(len(label_names)), [_short(name) for name in label_names])
     axes.set_xlabel("predicted label")
     axes.set_ylabel("true label")
     axes.set_title(title if len(title) <= 70 else "..." + title[-67:], fontsize=10)
@@ -164,22 +300,29 @@ def plot_loss_curve(
     final_validation_loss: float,
     final_step: int,
     initial_validation_loss: Optional[float] = None,
+    best_step: Optional[int] = None,
 ) -> None:
-    """Training loss by step (from the Trainer's log history) with validation loss at each evaluation."""
+    """Training loss by step (from the Trainer's log history) with validation loss at each evaluation.
+
+    ``final_validation_loss`` is the kept model's, at ``final_step``; ``best_step`` (early stopping)
+    marks the evaluation whose model was kept.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
-    validation = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and e["step"] < final_step]
-    validation.append((final_step, final_validation_loss))
+    validation = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and e["step"] != final_step]
+    validation = sorted([*validation, (final_step, final_validation_loss)])
     if initial_validation_loss is not None:
         validation.insert(0, (0, initial_validation_loss))
     figure, axes = plt.subplots(figsize=(7, 4.5))
     if train:
         axes.plot(*zip(*train), marker=".", label="training loss")
     axes.plot(*zip(*validation), marker="o", label="validation loss")
+    if best_step is not None:
+        axes.axvline(best_step, color="grey", linestyle="--", label=f"best model kept (step {best_step})")
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.grid(alpha=0.3)

@@ -7,6 +7,7 @@ length, so little compute goes to padding); the model is written to a staging di
 renamed into place when complete.
 """
 
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +48,13 @@ def progress_callback():
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.bar is not None and logs and "loss" in logs:
                 self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
-            if self.bar is not None and logs and "eval_accuracy" in logs:
-                self.bar.write(
-                    f"epoch {logs.get('epoch', 0):.0f}: validation accuracy {logs['eval_accuracy']:.4f}, "
-                    f"macro-F1 {logs['eval_macro_f1']:.4f}, loss {logs['eval_loss']:.4f}"
+            if self.bar is not None and logs and "eval_loss" in logs:
+                figures = ", ".join(
+                    f"{key[5:].replace('_', '-')} {value:.4f}"
+                    for key, value in logs.items()
+                    if key.startswith("eval_") and key[5:] in EVALUATION_FIGURES
                 )
+                self.bar.write(f"epoch {logs.get('epoch', 0):.0f}, step {state.global_step}: validation {figures}")
 
         def on_train_end(self, args, state, control, **kwargs):
             self.close()
@@ -65,12 +68,15 @@ def progress_callback():
     return ProgressBar()
 
 
-def train(**trainer_arguments):
+EVALUATION_FIGURES = ("accuracy", "micro_f1", "macro_f1", "weighted_f1", "subset_accuracy", "loss")
+
+
+def train(callbacks=(), **trainer_arguments):
     """Build a Trainer with plm's progress bar instead of printed log dicts, train, and return both."""
     from transformers import PrinterCallback, Trainer
 
     progress = progress_callback()
-    trainer = Trainer(**trainer_arguments, callbacks=[progress])
+    trainer = Trainer(**trainer_arguments, callbacks=[progress, *callbacks])
     trainer.remove_callback(PrinterCallback)
     try:
         return trainer, trainer.train()
@@ -79,9 +85,27 @@ def train(**trainer_arguments):
 
 
 def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, precision: str, lr: float):
-    """The Trainer's arguments for a fine-tuning run."""
+    """The Trainer's arguments for a fine-tuning run.
+
+    With early stopping, the model is evaluated every epoch and saved (under ``output_dir``) only
+    when ``config.metric`` improves, so at most the best checkpoint and the last one exist; the
+    best is loaded back at the end.
+    """
     from transformers import TrainingArguments
 
+    stopping = config.early_stopping is not None
+    checkpointing = (
+        {
+            "save_strategy": "best",
+            "save_total_limit": 1,
+            "load_best_model_at_end": True,
+            "metric_for_best_model": config.metric,
+            "greater_is_better": config.metric != "loss",
+            "save_only_model": True,  # the best model is what is kept; optimizer state would triple the disk
+        }
+        if stopping
+        else {"save_strategy": "no"}  # the finished model is written once, complete, by plm
+    )
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=config.batch_size,
@@ -91,8 +115,8 @@ def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, pr
         warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the total steps
         lr_scheduler_type="linear",
         num_train_epochs=config.epochs,
-        eval_strategy="epoch" if config.epochs > 1 else "no",  # the final evaluation always runs
-        save_strategy="no",  # the finished model is written once, complete, by plm
+        eval_strategy="epoch" if config.epochs > 1 or stopping else "no",  # the final evaluation always runs
+        **checkpointing,
         logging_strategy="steps",
         logging_steps=0.05,  # a loss point every 5% of training
         train_sampling_strategy="group_by_length",  # batches of similar lengths: little padding
@@ -119,11 +143,17 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         config.text_column,
         config.label_column,
         config.max_train_samples,
+        config.text_pair_column,
+        config.multi_label,
+        config.label_separator,
     )
+    columns = labelled.columns
+    pair = f", pair column '{columns.pair}'" if columns.pair else ""
+    kind = " (multi-label)" if labelled.multi_label else ""
     console.info(
         f"Data: {len(labelled.train_texts)} training and {len(labelled.validation_texts)} validation rows; "
-        f"text column '{labelled.columns.text}', label column '{labelled.columns.label}'; "
-        f"{len(labelled.label_names)} labels: {', '.join(labelled.label_names[:10])}"
+        f"text column '{columns.text}'{pair}, label column '{columns.label}'; "
+        f"{len(labelled.label_names)} labels{kind}: {', '.join(labelled.label_names[:10])}"
         f"{' ...' if len(labelled.label_names) > 10 else ''}"
     )
     if labelled.dropped_rows:
@@ -132,16 +162,19 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     precision = modeling.choose_precision(config.precision, device)
 
     modeling.quiet_libraries(with_datasets=True)
-    from transformers import DataCollatorWithPadding, set_seed
+    import numpy as np
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, set_seed
 
-    from plmcli.metrics import classification_report, trainer_metrics
+    from plmcli import metrics as scoring
 
     tokenizer = modeling.load_tokenizer(source)
     set_seed(config.seed)  # the new head's initial weights come from this seed too
-    model, new_weights = modeling.load_for_classification(source, labelled.label_names)
+    model, new_weights = modeling.load_for_classification(source, labelled.label_names, labelled.multi_label)
     if new_weights:
         console.info(new_weights)
     speed.score_first_token_only(model)
+    if device == "cpu":
+        speed.reuse_freed_memory()
     max_length = min(config.max_length, modeling.model_limit(tokenizer, model))
     if max_length < config.max_length:
         console.warn(f"--max-length {config.max_length} is more than {source.name} takes; using {max_length}.")
@@ -150,29 +183,77 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         f"Model: {source.name} with a new {len(labelled.label_names)}-label classification head; "
         f"{device}, {precision}, learning rate {lr:g}{'' if config.lr else ' (default for its width)'}."
     )
-    train_set, train_truncated = data.tokenize(labelled.train_texts, labelled.train_labels, tokenizer, max_length)
+    weighting = class_weighting(config.class_weights, labelled)
+    if weighting["weights"]:
+        console.info(
+            f"Class weights ({weighting['reason']}): "
+            + ", ".join(f"{name} {weight:.2f}" for name, weight in weighting["weights"].items())
+        )
+
+    def targets(labels: list) -> list:
+        return data.multi_hot(labels, len(labelled.label_names)) if labelled.multi_label else labels
+
+    train_set, train_truncated = data.tokenize(
+        labelled.train_texts, targets(labelled.train_labels), tokenizer, max_length, labelled.train_pairs
+    )
     validation_set, validation_truncated = data.tokenize(
-        labelled.validation_texts, labelled.validation_labels, tokenizer, max_length
+        labelled.validation_texts,
+        targets(labelled.validation_labels),
+        tokenizer,
+        max_length,
+        labelled.validation_pairs,
     )
     notes = []
     if train_truncated or validation_truncated:
+        what = "pairs" if columns.pair else "texts"
         notes.append(
-            f"{train_truncated + validation_truncated} texts were longer than {max_length} tokens and were truncated."
+            f"{train_truncated + validation_truncated} {what} were longer than {max_length} tokens and were truncated "
+            f"({train_truncated} in training, {validation_truncated} in validation)."
         )
         console.warn(notes[-1])
 
     with staged_dir(output) as staging:
+        checkpoints = staging / "checkpoints"  # early stopping's best checkpoint; removed before the rename
+        weights = weighting["weights"]
         trainer, train_output = train(
+            callbacks=[EarlyStoppingCallback(config.early_stopping)] if config.early_stopping else [],
             model=model,
-            args=training_arguments(config, staging, device, precision, lr),
+            args=training_arguments(config, checkpoints, device, precision, lr),
             train_dataset=train_set,
             eval_dataset=validation_set,
             data_collator=DataCollatorWithPadding(tokenizer),
             processing_class=tokenizer,
-            compute_metrics=trainer_metrics(labelled.label_names),
+            compute_metrics=scoring.trainer_metrics(labelled.label_names, labelled.multi_label),
+            compute_loss_func=weighted_cross_entropy(list(weights.values())) if weights else None,
         )
+        shutil.rmtree(checkpoints, ignore_errors=True)
         prediction = trainer.predict(validation_set)
-        report = classification_report(prediction.predictions.argmax(-1), prediction.label_ids, labelled.label_names)
+        settings = {
+            "text_column": columns.text,
+            "text_pair_column": columns.pair,
+            "label_column": columns.label,
+            "multi_label": labelled.multi_label,
+        }
+        if labelled.multi_label:
+            probabilities = scoring.sigmoid(prediction.predictions)
+            references = prediction.label_ids.astype(np.int8)
+            thresholds = scoring.tune_thresholds(probabilities, references)
+            at_half = scoring.multi_label_report(
+                (probabilities >= 0.5).astype(np.int8), references, labelled.label_names
+            )
+            report = scoring.multi_label_report(
+                (probabilities >= np.array(thresholds)).astype(np.int8), references, labelled.label_names
+            )
+            for name, threshold in zip(labelled.label_names, thresholds):
+                report["per_class"][name]["threshold"] = threshold
+            report["at_threshold_0.5"] = {key: at_half[key] for key in scoring.HEADLINE[True]}
+            settings.update(label_separator=labelled.label_separator, thresholds=thresholds)
+        else:
+            report = scoring.classification_report(
+                prediction.predictions.argmax(-1), prediction.label_ids, labelled.label_names
+            )
+        model.config.plm = settings  # how plm predict and evaluate read data for this model
+        state = trainer.state
         metrics = {
             "validation": {"loss": float(prediction.metrics["test_loss"]), **report},
             "train": {
@@ -186,23 +267,119 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 "samples_per_second": round(train_output.metrics["train_samples_per_second"], 2),
             },
             "validation_samples": len(validation_set),
+            "task": "multi-label" if labelled.multi_label else "single-label",
+            "columns": {"text": columns.text, "pair": columns.pair, "label": columns.label},
+            "labels": labelled.label_names,
+            "class_weights": weighting,
             "max_length": max_length,
             "truncated_texts": {"train": train_truncated, "validation": validation_truncated},
             "device": device,
             "precision": precision,
             "lineage": [*modeling.lineage(source), f"finetune on {config.data} -> {config.output}"],
         }
+        if config.early_stopping:
+            best_step = state.best_global_step or state.global_step
+            metrics["early_stopping"] = {
+                "patience": config.early_stopping,
+                "metric": config.metric,
+                "best_step": best_step,
+                "best_value": state.best_metric,
+                "last_step": state.global_step,
+                "planned_steps": state.max_steps,
+                "stopped_early": state.global_step < state.max_steps,
+                "evaluations": [
+                    {"step": entry["step"]}
+                    | {k[5:]: v for k, v in entry.items() if k.startswith("eval_") and k[5:] in EVALUATION_FIGURES}
+                    for entry in state.log_history
+                    if "eval_loss" in entry
+                ],
+            }
+            notes.append(
+                f"Early stopping: the best {config.metric} ({state.best_metric:.4f}) came at step {best_step}; "
+                + (
+                    f"training stopped at step {state.global_step} of {state.max_steps}."
+                    if state.global_step < state.max_steps
+                    else f"training ran all {state.max_steps} steps."
+                )
+                + " The model saved is the best one."
+            )
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         reporting.write_json(staging / "metrics.json", metrics)
+        reporting.write_manifest(
+            staging / "manifest.json",
+            config,
+            {
+                **settings,
+                "labels": labelled.label_names,
+                "learning_rate": lr,
+                "max_length": max_length,
+                "device": device,
+                "precision": precision,
+                "class_weights": weighting["weights"],
+                "base_model": source.name,
+            },
+            [path for path in (config.data, config.validation) if path] + ([source.location] if source.local else []),
+        )
         reporting.write_finetune_card(staging, config, source.name, labelled, metrics)
         reporting.plot_loss_curve(
             staging / "loss_curve.png",
             trainer.state.log_history,
             metrics["validation"]["loss"],
-            train_output.global_step,
+            metrics["early_stopping"]["best_step"] if config.early_stopping else train_output.global_step,
+            best_step=metrics["early_stopping"]["best_step"] if config.early_stopping else None,
         )
         reporting.plot_confusion_matrix(
-            staging / "confusion_matrix.png", report["confusion_matrix"], labelled.label_names, "validation set"
+            staging / "confusion_matrix.png",
+            report["confusion_matrix"],
+            labelled.label_names,
+            "validation set"
+            + (" (multi-label: rows with each true label, by predicted label)" if labelled.multi_label else ""),
+            [*labelled.label_names, "(none)"] if labelled.multi_label else None,
         )
     return FinetuneResult(output=output, metrics=metrics, notes=notes)
+
+
+IMBALANCE = 3.0  # --class-weights auto: weigh the loss when the largest class has more than 3x the smallest's rows
+
+
+def class_weighting(mode: str, labelled) -> dict:
+    """What --class-weights decides: {mode, weights: {label: weight} or None, counts, reason}.
+
+    Weights are n / (classes x count), scikit-learn's "balanced": a class's rows weigh in inverse
+    proportion to its frequency, and the weighted average over the training rows is 1.
+    """
+    names = labelled.label_names
+    if labelled.multi_label:
+        counts = [sum(i in row for row in labelled.train_labels) for i in range(len(names))]
+        reason = "multi-label: each label's decision threshold is tuned on the validation set instead"
+        return {"mode": mode, "weights": None, "counts": dict(zip(names, counts)), "reason": reason}
+    counts = [0] * len(names)
+    for label in labelled.train_labels:
+        counts[label] += 1
+    ratio = max(counts) / min(counts)
+    if mode == "none":
+        reason = "--class-weights none"
+    elif ratio <= IMBALANCE:
+        reason = (
+            f"the largest class has {ratio:.1f}x the rows of the smallest (at most {IMBALANCE:g}x: balanced enough)"
+        )
+    else:
+        total = len(labelled.train_labels)
+        weights = {name: total / (len(names) * count) for name, count in zip(names, counts)}
+        reason = f"the largest class has {ratio:.1f}x the rows of the smallest"
+        return {"mode": mode, "weights": weights, "counts": dict(zip(names, counts)), "reason": reason}
+    return {"mode": mode, "weights": None, "counts": dict(zip(names, counts)), "reason": reason}
+
+
+def weighted_cross_entropy(weights: list[float]):
+    """A Trainer ``compute_loss_func``: cross-entropy with a weight per class (the weighted mean over the batch)."""
+    import torch
+
+    table = torch.tensor(weights, dtype=torch.float32)
+
+    def compute_loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"]
+        return torch.nn.functional.cross_entropy(logits.float(), labels, weight=table.to(logits.device))
+
+    return compute_loss

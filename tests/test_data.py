@@ -80,6 +80,21 @@ def test_columns_detected_by_content_when_names_are_unusual():
     assert (columns.text, columns.label) == ("blurb", "verdict")
 
 
+def test_columns_whose_names_contain_a_known_name_are_found_when_their_values_fit():
+    rows = sentiment_rows(40)
+    frame = pd.DataFrame(
+        {
+            "ticket_no": [str(i) for i in range(40)],
+            "channel": ["web", "phone"] * 20,  # fewer distinct values than the real label column
+            "product_category_v2": [["billing", "login", "refund"][i % 3] for i in range(40)],
+            "context_labelled": ["x"] * 40,  # contains 'label' but holds one value: not a label column
+            "customer_text_raw": [r[0] for r in rows],
+        }
+    )
+    columns = data.detect_columns(frame, "f.csv")
+    assert (columns.text, columns.label) == ("customer_text_raw", "product_category_v2")
+
+
 def test_given_columns_win_and_unknown_column_names_what_exists():
     frame = pd.DataFrame({"text": ["a"], "title": ["t"], "label": ["x"], "stars": ["5"]})
     columns = data.detect_columns(frame, "f.csv", text_column="title", label_column="stars")
@@ -157,7 +172,7 @@ def test_unknown_extension_and_missing_file(tmp_path):
 def test_read_texts_from_lines_and_tables(tmp_path):
     lines = tmp_path / "t.txt"
     lines.write_text("first text\n\nsecond text\n")
-    assert data.read_texts(str(lines)) == (["first text", "second text"], None, None)
+    assert data.read_texts(str(lines)) == (["first text", "second text"], None, None, None)
     table = write_csv(tmp_path / "t.csv", ["id", "review"], [("1", "nice"), ("2", "meh")])
-    texts, frame, column = data.read_texts(str(table))
-    assert texts == ["nice", "meh"] and column == "review" and frame["id"].tolist() == ["1", "2"]
+    texts, pairs, frame, column = data.read_texts(str(table))
+    assert texts == ["nice", "meh"] and pairs is None and column == "review" and frame["id"].tolist() == ["1", "2"]

@@ -83,7 +83,7 @@ def test_labels_do_not_depend_on_batch_size(cli, tiny_classifier, tmp_path):
 def test_long_texts_are_truncated_and_counted(cli, tiny_classifier):
     run = cli("predict", "--model", tiny_classifier, "good " * 200, "bad film")
     assert run.exit_code == 0, run.stderr
-    assert "Warning: 1 of 2 texts were longer than 64 tokens and were truncated." in run.stderr
+    assert "Warning: 1 of 2 texts were longer than 64 tokens and were truncated (--long sliding" in run.stderr
 
 
 def test_stdin_lines(cli, tiny_classifier):

@@ -13,7 +13,7 @@ import typer
 
 from plmcli import console
 from plmcli.config import CheckConfig
-from plmcli.options import LabelColumnOption, MaxLengthOption, TextColumnOption
+from plmcli.options import LabelColumnOption, MaxLengthOption, TextColumnOption, TextPairColumnOption
 
 
 def check(
@@ -27,7 +27,12 @@ def check(
         Optional[str], typer.Option(help="A validation file: report texts it shares with DATA.")
     ] = None,
     text_column: TextColumnOption = None,
+    text_pair_column: TextPairColumnOption = None,
     label_column: LabelColumnOption = None,
+    multi_label: Annotated[
+        bool, typer.Option("--multi-label", help="Rows may have several labels, like 'sports|politics'.")
+    ] = False,
+    label_separator: Annotated[str, typer.Option(help="What separates the labels of a --multi-label cell.")] = "|",
     model: Annotated[
         Optional[str],
         typer.Option("--model", "-m", help="Model whose tokenizer measures lengths. [default: bundled MiniLM]"),
@@ -41,6 +46,9 @@ def check(
         validation=validation,
         text_column=text_column,
         label_column=label_column,
+        text_pair_column=text_pair_column,
+        multi_label=multi_label,
+        label_separator=label_separator,
         model=model,
         max_length=max_length,
         format=format.lower(),
@@ -63,7 +71,9 @@ def summary(report: dict, notes: list[str]) -> str:
     percentiles = ", ".join(f"{k} {v}" for k, v in report["token_length_percentiles"].items())
     lines = [
         f"{report['data']}: {report['rows']} rows; text column '{report['text_column']}', "
-        f"label column '{report['label_column']}'",
+        + (f"pair column '{report['text_pair_column']}', " if report["text_pair_column"] else "")
+        + f"label column '{report['label_column']}'"
+        + (" (multi-label)" if report["multi_label"] else ""),
         "",
         console.format_table(["label", "rows", "share"], labels),
         "",

@@ -17,10 +17,13 @@ from plmcli.options import (
     Device,
     DeviceOption,
     LabelColumnOption,
+    LongOption,
+    LongTexts,
     OverwriteOption,
     Precision,
     PrecisionOption,
     TextColumnOption,
+    TextPairColumnOption,
 )
 
 SHOWN_ERRORS = 10
@@ -42,7 +45,9 @@ def evaluate(
     ] = None,
     format: Annotated[str, typer.Option(help="What to print: table or json.", case_sensitive=False)] = "table",
     text_column: TextColumnOption = None,
+    text_pair_column: TextPairColumnOption = None,
     label_column: LabelColumnOption = None,
+    long: LongOption = LongTexts.truncate,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 64,
     max_length: Annotated[
         Optional[int], typer.Option(min=8, help="Truncate texts to this many tokens. [default: the model's limit]")
@@ -59,6 +64,8 @@ def evaluate(
         format=format.lower(),
         text_column=text_column,
         label_column=label_column,
+        text_pair_column=text_pair_column,
+        long=long.value,
         batch_size=batch_size,
         max_length=max_length,
         device=device.value,
@@ -79,6 +86,8 @@ def summary(result) -> str:
         [name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["support"]]
         for name, m in metrics["per_class"].items()
     ]
+    multi_label = metrics["task"] == "multi-label"
+    predicted_names = [*names, "(none)"] if multi_label else names
     matrix = [[name, *row] for name, row in zip(names, metrics["confusion_matrix"])]
     mistakes = [
         [
@@ -89,19 +98,34 @@ def summary(result) -> str:
         ]
         for row in result.errors[:SHOWN_ERRORS]
     ]
+    if multi_label:
+        headline = (
+            f"micro-F1 {metrics['micro_f1']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+            f"subset accuracy {metrics['subset_accuracy']:.4f} (every label of a row right)"
+        )
+        matrix_title = "Rows with each true label, by the labels predicted for them ((none): no label predicted):"
+    else:
+        headline = (
+            f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+            f"weighted-F1 {metrics['weighted_f1']:.4f}"
+        )
+        matrix_title = "Confusion matrix (rows: true label, columns: predicted):"
+    long = metrics["long_texts"]
     lines = [
-        f"{metrics['samples']} rows: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
-        f"weighted-F1 {metrics['weighted_f1']:.4f}",
+        f"{metrics['samples']} rows: {headline}",
         "",
         console.format_table(["label", "precision", "recall", "f1", "support"], per_class),
         "",
-        "Confusion matrix (rows: true label, columns: predicted):",
-        console.format_table(["true \\ predicted", *names], matrix),
+        matrix_title,
+        console.format_table(["true \\ predicted", *predicted_names], matrix),
         "",
         f"Misclassified: {metrics['misclassified']} of {metrics['samples']}"
         + (f"; the {len(mistakes)} most confident:" if mistakes else "."),
     ]
     if mistakes:
         lines.append(console.format_table(["text", "label", "predicted", "score"], mistakes))
+    if long["count"]:
+        how = "read in overlapping windows" if long["handling"] == "sliding" else "truncated"
+        lines += ["", f"{long['count']} texts were longer than the model's input limit and were {how}."]
     lines += ["", f"Report: {result.output}/ (metrics.json, confusion_matrix.png, errors.csv)"]
     return "\n".join(lines)

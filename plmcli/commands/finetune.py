@@ -4,6 +4,8 @@ Usage:
     plm finetune reviews.csv
     plm finetune train.tsv --validation dev.tsv --epochs 1
     plm finetune tickets.jsonl --text-column body --label-column queue --model runs/pretrain
+    plm finetune pairs.csv --text-column question --text-pair-column answer
+    plm finetune news.csv --multi-label --label-separator ';' --epochs 20 --early-stopping 3
 """
 
 import sys
@@ -15,15 +17,18 @@ from plmcli import console
 from plmcli.config import FinetuneConfig
 from plmcli.options import (
     BaseModelOption,
+    ClassWeights,
     Device,
     DeviceOption,
     LabelColumnOption,
     MaxLengthOption,
+    Metric,
     OverwriteOption,
     Precision,
     PrecisionOption,
     SeedOption,
     TextColumnOption,
+    TextPairColumnOption,
 )
 
 
@@ -43,7 +48,35 @@ def finetune(
         float, typer.Option(min=0.0, max=1.0, help="Share of DATA held out for validation, stratified by label.")
     ] = 0.1,
     text_column: TextColumnOption = None,
+    text_pair_column: TextPairColumnOption = None,
     label_column: LabelColumnOption = None,
+    multi_label: Annotated[
+        bool, typer.Option("--multi-label", help="Rows may have several labels, like 'sports|politics'.")
+    ] = False,
+    label_separator: Annotated[str, typer.Option(help="What separates the labels of a --multi-label cell.")] = "|",
+    class_weights: Annotated[
+        ClassWeights,
+        typer.Option(
+            help="auto: weight the loss by inverse class frequency when the largest class has more than 3x "
+            "the rows of the smallest; none: never.",
+            case_sensitive=False,
+        ),
+    ] = ClassWeights.auto,
+    early_stopping: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Evaluate every epoch; stop after N evaluations without a better --metric, and keep the best model.",
+        ),
+    ] = None,
+    metric: Annotated[
+        Metric,
+        typer.Option(
+            help="What picks the best model for --early-stopping (micro_f1 with --multi-label only).",
+            case_sensitive=False,
+        ),
+    ] = Metric.macro_f1,
     max_length: MaxLengthOption = 128,
     epochs: Annotated[float, typer.Option(min=0.0, help="Passes over the training data.")] = 3.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Examples per training step per device.")] = 32,
@@ -76,6 +109,12 @@ def finetune(
         validation_split=validation_split,
         text_column=text_column,
         label_column=label_column,
+        text_pair_column=text_pair_column,
+        multi_label=multi_label,
+        label_separator=label_separator,
+        class_weights=class_weights.value,
+        early_stopping=early_stopping,
+        metric=metric.value,
         max_length=max_length,
         epochs=epochs,
         batch_size=batch_size,
@@ -96,21 +135,49 @@ def summary(result) -> str:
     """The one-screen report of a finished run: metrics, where the model is, how to use it."""
     metrics = result.metrics
     train, validation = metrics["train"], metrics["validation"]
+    multi_label = metrics["task"] == "multi-label"
+    headers = ["label", "precision", "recall", "f1", "support"] + (["threshold"] if multi_label else [])
     rows = [
         [name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["support"]]
+        + ([f"{m['threshold']:.2f}"] if multi_label else [])
         for name, m in validation["per_class"].items()
     ]
+    if multi_label:
+        half = validation["at_threshold_0.5"]
+        headline = (
+            f"micro-F1 {validation['micro_f1']:.4f}, macro-F1 {validation['macro_f1']:.4f}, "
+            f"subset accuracy {validation['subset_accuracy']:.4f} with each label's tuned threshold "
+            f"(at 0.5: micro-F1 {half['micro_f1']:.4f}, macro-F1 {half['macro_f1']:.4f}), "
+            f"loss {validation['loss']:.4f}"
+        )
+    else:
+        headline = (
+            f"accuracy {validation['accuracy']:.4f}, macro-F1 {validation['macro_f1']:.4f}, "
+            f"loss {validation['loss']:.4f}"
+        )
+    weighting = metrics["class_weights"]
+    weights = (
+        "Class weights: " + ", ".join(f"{name} {w:.2f}" for name, w in weighting["weights"].items())
+        if weighting["weights"]
+        else "Class weights: none"
+    ) + f" ({weighting['reason']})."
     lines = [
         "",
         f"Trained on {train['samples']} rows in {train['runtime_seconds']:.1f} s "
         f"({train['samples_per_second']:.1f} samples/s, {metrics['device']}, {metrics['precision']}).",
-        f"Validation ({metrics['validation_samples']} rows): accuracy {validation['accuracy']:.4f}, "
-        f"macro-F1 {validation['macro_f1']:.4f}, loss {validation['loss']:.4f}",
+        f"Validation ({metrics['validation_samples']} rows): {headline}",
         "",
-        console.format_table(["label", "precision", "recall", "f1", "support"], rows),
+        console.format_table(headers, rows),
         "",
+        weights,
         *result.notes,
-        f"Model saved to {result.output}/ (metrics.json, README.md, loss_curve.png, confusion_matrix.png).",
-        f'Predict with:  plm predict --model {result.output} "your text"',
+        f"Model saved to {result.output}/ (metrics.json, manifest.json, README.md, loss_curve.png, "
+        "confusion_matrix.png).",
+        f"Predict with:  plm predict --model {result.output} "
+        + (
+            f"--file data.csv  (columns '{metrics['columns']['text']}' and '{metrics['columns']['pair']}')"
+            if metrics["columns"]["pair"]
+            else '"your text"'
+        ),
     ]
     return "\n".join(lines)

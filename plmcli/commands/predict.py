@@ -4,6 +4,8 @@ Usage:
     plm predict "This is a great movie!"
     plm predict --file reviews.csv --format csv --output predictions.csv
     cat texts.txt | plm predict --file - --format json --top-k 3
+    plm predict --file long_reviews.csv --long sliding
+    plm predict --model runs/nli --file pairs.csv      # a pair model reads both of its columns
 """
 
 from typing import Annotated, Optional
@@ -15,11 +17,14 @@ from plmcli.config import PredictConfig
 from plmcli.options import (
     Device,
     DeviceOption,
+    LongOption,
+    LongTexts,
     OutputFormat,
     OverwriteOption,
     Precision,
     PrecisionOption,
     TextColumnOption,
+    TextPairColumnOption,
 )
 
 
@@ -54,6 +59,8 @@ def predict(
         Optional[int], typer.Option(min=8, help="Truncate texts to this many tokens. [default: the model's limit]")
     ] = None,
     text_column: TextColumnOption = None,
+    text_pair_column: TextPairColumnOption = None,
+    long: LongOption = LongTexts.truncate,
     device: DeviceOption = Device.auto,
     precision: PrecisionOption = Precision.auto,
     overwrite: OverwriteOption = False,
@@ -70,6 +77,8 @@ def predict(
         batch_size=batch_size,
         max_length=max_length,
         text_column=text_column,
+        text_pair_column=text_pair_column,
+        long=long.value,
         device=device.value,
         precision=precision.value,
         overwrite=overwrite,
