@@ -250,9 +250,9 @@ model = AutoModelForMaskedLM.from_pretrained("{config.output}")
     (directory / "README.md").write_text(card, encoding="utf-8")
 
 
-def _short(name: str, most: int = 24) -> str:
+def _short(name: str, most: int = 28) -> str:
     """A label name short enough for an axis: long names keep their start and end."""
-    return name if len(name) <= most else name[: most - 9] + "..." + name[-6:]
+    return name if len(name) <= most else name[: most - 11] + "..." + name[-8:]
 
 
 def plot_confusion_matrix(

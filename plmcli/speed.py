@@ -111,6 +111,49 @@ class _SelectedPositionsLayer:
         return output.new_zeros(batch, length, width).scatter(1, spread, output)
 
 
+class _CrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of (rows, classes) logits whose backward pass reuses the forward pass's softmax.
+
+    F.cross_entropy writes the log-softmax (rows x classes) in the forward pass, then a zero-filled
+    gradient for nll_loss and another full tensor in the backward pass: for the ~600 x 30,522
+    logits of an MLM batch that is ~5% of a CPU training step. Here the forward pass writes the
+    softmax once and the backward pass turns it into the gradient, softmax - one_hot, in place.
+    The loss is -log(softmax at the target); rows where that probability underflows get
+    logsumexp - logit instead. Same value and gradient, to float rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, target):
+        logits32 = logits.float()
+        probabilities = torch.softmax(logits32, dim=-1)
+        picked = probabilities.gather(1, target[:, None]).squeeze(1)
+        losses = -torch.log(picked)
+        tiny = picked < 1e-30
+        if tiny.any():
+            rows = logits32[tiny]
+            losses[tiny] = torch.logsumexp(rows, dim=-1) - rows.gather(1, target[tiny][:, None]).squeeze(1)
+        ctx.save_for_backward(probabilities, target)
+        ctx.logits_dtype = logits.dtype
+        ctx.spent = False
+        return losses.mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.spent:  # the softmax became the first gradient
+            raise RuntimeError("plm's masked-LM loss supports one backward pass per forward pass.")
+        ctx.spent = True
+        gradient, target = ctx.saved_tensors
+        gradient[torch.arange(target.numel(), device=target.device), target] -= 1.0
+        return gradient.mul_(grad / target.numel()).to(ctx.logits_dtype), None
+
+
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """F.cross_entropy(logits, target) for 2-d logits and all-valid targets, with less memory traffic."""
+    if target.numel() == 0:
+        return F.cross_entropy(logits, target)  # nan, as the standard loss
+    return _CrossEntropy.apply(logits, target)
+
+
 def _encode(model, input_ids, attention_mask, token_type_ids, position_ids, kwargs, selected):
     """The encoder's outputs (sequence, pooled), its last layer computing only the ``selected`` positions."""
     last = model.bert.encoder.layer[-1]
@@ -147,7 +190,7 @@ class _MaskedPositionsMLM:
         labelled = labels != -100  # (batch, len)
         hidden = _encode(self, input_ids, attention_mask, token_type_ids, position_ids, kw, labelled)[0]
         logits = self.cls(hidden[labelled])  # (labelled positions, vocab)
-        return MaskedLMOutput(loss=F.cross_entropy(logits, labels[labelled]), logits=logits)
+        return MaskedLMOutput(loss=_cross_entropy(logits, labels[labelled]), logits=logits)
 
 
 class _MaskedPositionsPreTraining:
@@ -183,7 +226,7 @@ class _MaskedPositionsPreTraining:
         hidden, pooled = _encode(self, input_ids, attention_mask, token_type_ids, position_ids, kw, selected)[:2]
         logits = self.cls.predictions(hidden[labelled])  # (labelled positions, vocab)
         next_logits = self.cls.seq_relationship(pooled)  # (batch, 2)
-        loss = F.cross_entropy(logits, labels[labelled])
+        loss = _cross_entropy(logits, labels[labelled])
         if next_sentence_label is not None:
             loss = loss + F.cross_entropy(next_logits, next_sentence_label.view(-1))
         return BertForPreTrainingOutput(loss=loss, prediction_logits=logits, seq_relationship_logits=next_logits)
@@ -212,20 +255,27 @@ def masked_positions_only(model) -> bool:
     return True
 
 
-def _dropout(tensor: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverted dropout with a keep mask drawn 16 random bits an element, four elements a 64-bit draw.
+def _drop_mask(tensor: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
+    """Which elements dropout drops (bool, the tensor's shape), drawn 16 random bits an element, four a 64-bit
+    draw, and the scale that keeps the expectation: 65536 / (65536 - round(p * 65536)).
 
     An element is dropped when its 16 bits fall below round(p * 65536), so the drop rate is p to
-    within 1/131072, and kept elements are scaled by 65536 / (65536 - that count): the expectation
-    is exactly the input's, as with nn.Dropout.
+    within 1/131072, and scaling the kept elements makes the expectation exactly the input's, as
+    with nn.Dropout. Call with p < 1.
     """
     dropped = round(p * 65536)  # of the 65536 values a 16-bit draw takes
-    if dropped >= 65536:
-        return torch.zeros_like(tensor)
     count = tensor.numel()
     words = torch.randint(-(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=tensor.device)
-    keep = words.view(torch.int16)[:count].view(tensor.shape) >= dropped - 32768  # (tensor's shape)
-    return tensor.mul(keep).mul_(65536 / (65536 - dropped))  # in the input's dtype, as nn.Dropout
+    drop = words.view(torch.int16)[:count].view(tensor.shape) < dropped - 32768
+    return drop, 65536 / (65536 - dropped)
+
+
+def _dropout(tensor: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout with the mask of ``_drop_mask``, in the input's dtype, as nn.Dropout."""
+    if round(p * 65536) >= 65536:
+        return torch.zeros_like(tensor)
+    drop, scale = _drop_mask(tensor, p)
+    return torch.where(drop, 0.0, tensor).mul_(scale)  # one pass, where masked_fill clones first
 
 
 class _FastDropout(nn.Dropout):
@@ -256,8 +306,13 @@ def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=N
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask
-    probabilities = _dropout(scores.softmax(dim=-1), dropout)
-    return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
+    probabilities = scores.softmax(dim=-1)
+    if round(dropout * 65536) >= 65536:
+        return torch.zeros_like(query).transpose(1, 2).contiguous(), None
+    drop, scale = _drop_mask(probabilities, dropout)
+    # (P with dropped entries zeroed, times scale) @ V, with the scale applied to V: a (len x head size)
+    # tensor instead of the (len x len) probabilities, one pass fewer over the largest tensor.
+    return torch.matmul(torch.where(drop, 0.0, probabilities), value * scale).transpose(1, 2).contiguous(), None
 
 
 def _register_attention() -> None:

@@ -362,7 +362,7 @@ def class_weighting(mode: str, labelled) -> dict:
         reason = "--class-weights none"
     elif ratio <= IMBALANCE:
         reason = (
-            f"the largest class has {ratio:.1f}x the rows of the smallest (at most {IMBALANCE:g}x: balanced enough)"
+            f"the largest class has {ratio:.1f}x the rows of the smallest, at most {IMBALANCE:g}x: balanced enough"
         )
     else:
         total = len(labelled.train_labels)

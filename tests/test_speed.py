@@ -163,3 +163,19 @@ def test_other_models_are_left_alone():
     classifier = BertForSequenceClassification(_tiny_config())
     assert not speed.masked_positions_only(classifier)
     assert type(classifier) is BertForSequenceClassification
+
+
+def test_masked_lm_loss_matches_cross_entropy_in_value_and_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(37, 501) * 4
+    logits[3, 7] = 200.0  # row 3's target (0) gets a probability that underflows to 0 in float32
+    target = torch.randint(0, 501, (37,))
+    target[3] = 0
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    loss = speed._cross_entropy(ours, target)
+    expected = torch.nn.functional.cross_entropy(theirs, target)
+    torch.testing.assert_close(loss, expected)
+    (loss * 3).backward()
+    (expected * 3).backward()
+    torch.testing.assert_close(ours.grad, theirs.grad)
+    assert torch.isfinite(loss)
