@@ -7,6 +7,7 @@ loaded gives one line that says why and what to use instead.
 
 import importlib.util
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,13 +326,16 @@ def choose_device(requested: str) -> str:
     import torch
 
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if requested == "auto":
-        return "cuda" if cuda else "mps" if mps else "cpu"
     if requested == "cuda" and not cuda:
         raise PlmError("--device cuda: torch sees no CUDA GPU (no driver, or a CPU build of torch); use --device cpu.")
     if requested == "mps" and not mps:
         raise PlmError("--device mps: torch sees no Apple GPU (MPS); use --device cpu.")
-    return requested
+    device = ("cuda" if cuda else "mps" if mps else "cpu") if requested == "auto" else requested
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        # Under torchrun / accelerate each process owns one GPU: plain "cuda" must mean that one, for
+        # what plm runs outside the Trainer (the held-out measurement before training) as for the Trainer.
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    return device
 
 
 def cpu_bf16_speedup() -> float:

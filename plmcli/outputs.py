@@ -11,7 +11,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
+from plmcli import console
 from plmcli.errors import PlmError
 
 
@@ -57,23 +59,57 @@ def check_output_file(output: str, overwrite: bool, inputs: tuple[str, ...] = ()
     return path
 
 
+def _shared_staging_name(final: Path) -> Optional[str]:
+    """Under torchrun / accelerate launch (WORLD_SIZE > 1), a staging name every rank derives alike; else None.
+
+    The ranks of one launch share TORCHELASTIC_RUN_ID (or at least MASTER_ADDR and MASTER_PORT),
+    so the Trainer on every rank finds the checkpoints that rank 0 writes under it.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    run = os.environ.get("TORCHELASTIC_RUN_ID") or f"{os.environ.get('MASTER_ADDR')}-{os.environ.get('MASTER_PORT')}"
+    return f".{final.name}.partial-{''.join(ch if ch.isalnum() else '-' for ch in run)}"
+
+
+def wait_for_all() -> None:
+    """A barrier across the ranks of a distributed run; nothing in a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 @contextmanager
 def staged_dir(final: Path) -> Iterator[Path]:
-    """Yield an empty staging directory; on success it replaces ``final``, on failure it is removed."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    """Yield an empty staging directory; on success it replaces ``final``, on failure it is removed.
+
+    In a distributed run every rank gets the same staging path, only rank 0 creates, finishes,
+    renames or removes it, and the rename waits until every rank has left the block.
+    """
+    main = console.is_main_process()
+    shared = _shared_staging_name(final)
+    if shared is None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    else:
+        staging = final.parent / shared
+        if main:
+            staging.mkdir(parents=True, exist_ok=True)
     try:
         yield staging
-        _finish_tree(staging)
-        if final.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.replace(final, backup / final.name)
-            os.replace(staging, final)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(staging, final)
+        if shared is not None:
+            wait_for_all()  # every rank is done with the staging directory (and its checkpoints)
+        if main:
+            _finish_tree(staging)
+            if final.exists():
+                backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+                os.replace(final, backup / final.name)
+                os.replace(staging, final)
+                shutil.rmtree(backup, ignore_errors=True)
+            else:
+                os.replace(staging, final)
     finally:
-        if staging.exists():
+        if main and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -262,30 +262,33 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
             "precision": precision,
             "precision_reason": precision_reason,
             "seed": config.seed,
+            "world_size": trainer.args.world_size,
+            "effective_batch_size": config.batch_size * trainer.args.world_size,
             "lineage": lineage,
         }
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        reporting.write_json(staging / "metrics.json", metrics)
-        reporting.write_pretrain_card(staging, config, metrics)
-        reporting.write_manifest(
-            staging / "manifest.json",
-            config,
-            {
-                "base_model": base_name,
-                "learning_rate": lr,
-                "max_length": max_length,
-                "device": device,
-                "precision": precision,
-                "precision_reason": precision_reason,
-            },
-            [*text.sources, *local_model],
-        )
-        reporting.plot_loss_curve(
-            staging / "loss_curve.png",
-            trainer.state.log_history,
-            after["loss"],
-            train_output.global_step,
-            initial_validation_loss=before["loss"],
-        )
+        if console.is_main_process():  # one writer under torchrun / accelerate
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            reporting.write_json(staging / "metrics.json", metrics)
+            reporting.write_pretrain_card(staging, config, metrics)
+            reporting.write_manifest(
+                staging / "manifest.json",
+                config,
+                {
+                    "base_model": base_name,
+                    "learning_rate": lr,
+                    "max_length": max_length,
+                    "device": device,
+                    "precision": precision,
+                    "precision_reason": precision_reason,
+                },
+                [*text.sources, *local_model],
+            )
+            reporting.plot_loss_curve(
+                staging / "loss_curve.png",
+                trainer.state.log_history,
+                after["loss"],
+                train_output.global_step,
+                initial_validation_loss=before["loss"],
+            )
     return PretrainResult(output=output, metrics=metrics, notes=notes)

@@ -226,8 +226,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             compute_metrics=scoring.trainer_metrics(labelled.label_names, labelled.multi_label),
             compute_loss_func=weighted_cross_entropy(list(weights.values())) if weights else None,
         )
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        prediction = trainer.predict(validation_set)
+        prediction = trainer.predict(validation_set)  # on every rank: it gathers across them
+        if console.is_main_process():  # every rank has loaded the best checkpoint before predict
+            shutil.rmtree(checkpoints, ignore_errors=True)
         settings = {
             "text_column": columns.text,
             "text_pair_column": columns.pair,
@@ -275,6 +276,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             "truncated_texts": {"train": train_truncated, "validation": validation_truncated},
             "device": device,
             "precision": precision,
+            "world_size": trainer.args.world_size,
+            "effective_batch_size": config.batch_size * trainer.args.world_size,
             "lineage": [*modeling.lineage(source), f"finetune on {config.data} -> {config.output}"],
         }
         if config.early_stopping:
@@ -303,40 +306,42 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 )
                 + " The model saved is the best one."
             )
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        reporting.write_json(staging / "metrics.json", metrics)
-        reporting.write_manifest(
-            staging / "manifest.json",
-            config,
-            {
-                **settings,
-                "labels": labelled.label_names,
-                "learning_rate": lr,
-                "max_length": max_length,
-                "device": device,
-                "precision": precision,
-                "class_weights": weighting["weights"],
-                "base_model": source.name,
-            },
-            [path for path in (config.data, config.validation) if path] + ([source.location] if source.local else []),
-        )
-        reporting.write_finetune_card(staging, config, source.name, labelled, metrics)
-        reporting.plot_loss_curve(
-            staging / "loss_curve.png",
-            trainer.state.log_history,
-            metrics["validation"]["loss"],
-            metrics["early_stopping"]["best_step"] if config.early_stopping else train_output.global_step,
-            best_step=metrics["early_stopping"]["best_step"] if config.early_stopping else None,
-        )
-        reporting.plot_confusion_matrix(
-            staging / "confusion_matrix.png",
-            report["confusion_matrix"],
-            labelled.label_names,
-            "validation set"
-            + (" (multi-label: rows with each true label, by predicted label)" if labelled.multi_label else ""),
-            [*labelled.label_names, "(none)"] if labelled.multi_label else None,
-        )
+        if console.is_main_process():  # one writer under torchrun / accelerate
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            reporting.write_json(staging / "metrics.json", metrics)
+            reporting.write_manifest(
+                staging / "manifest.json",
+                config,
+                {
+                    **settings,
+                    "labels": labelled.label_names,
+                    "learning_rate": lr,
+                    "max_length": max_length,
+                    "device": device,
+                    "precision": precision,
+                    "class_weights": weighting["weights"],
+                    "base_model": source.name,
+                },
+                [path for path in (config.data, config.validation) if path]
+                + ([source.location] if source.local else []),
+            )
+            reporting.write_finetune_card(staging, config, source.name, labelled, metrics)
+            reporting.plot_loss_curve(
+                staging / "loss_curve.png",
+                trainer.state.log_history,
+                metrics["validation"]["loss"],
+                metrics["early_stopping"]["best_step"] if config.early_stopping else train_output.global_step,
+                best_step=metrics["early_stopping"]["best_step"] if config.early_stopping else None,
+            )
+            reporting.plot_confusion_matrix(
+                staging / "confusion_matrix.png",
+                report["confusion_matrix"],
+                labelled.label_names,
+                "validation set"
+                + (" (multi-label: rows with each true label, by predicted label)" if labelled.multi_label else ""),
+                [*labelled.label_names, "(none)"] if labelled.multi_label else None,
+            )
     return FinetuneResult(output=output, metrics=metrics, notes=notes)
 
 

@@ -168,7 +168,7 @@ def summary(result) -> str:
         if metrics["perplexity_ratio"] >= 1
         else f"Perplexity rose {1 / metrics['perplexity_ratio']:.2f}x: try a lower --lr or more data.",
         *result.notes,
-        f"Model saved to {result.output}/ (metrics.json, README.md, loss_curve.png).",
+        f"Model saved to {result.output}/ (metrics.json, manifest.json, README.md, loss_curve.png).",
         f'Try it:     plm fill-mask --model {result.output} "the movie was [MASK] ."',
         f"Fine-tune:  plm finetune labels.csv --model {result.output}",
     ]
