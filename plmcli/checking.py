@@ -35,13 +35,15 @@ def check(config: CheckConfig) -> dict:
         labels = [config.label_separator.join(data.split_labels(y, config.label_separator)) for y in labels]
     empty_texts = sum(1 for i, t in enumerate(texts) if not t.strip() or (pairs is not None and not pairs[i].strip()))
     empty_labels = sum(1 for y in labels if not y)
-    kept = [
-        i for i, (t, y) in enumerate(zip(texts, labels)) if t.strip() and y and (pairs is None or pairs[i].strip())
+    kept = [  # a multi-label row with no label is a row none applies to: finetune keeps it
+        i
+        for i, (t, y) in enumerate(zip(texts, labels))
+        if t.strip() and (y or config.multi_label) and (pairs is None or pairs[i].strip())
     ]
     rows = [(_fold(texts[i]) + (f" ||| {_fold(pairs[i])}" if pairs else ""), labels[i]) for i in kept]
 
     if config.multi_label:
-        counts = Counter(name for _, y in rows for name in y.split(config.label_separator))
+        counts = Counter(name for _, y in rows for name in y.split(config.label_separator) if name)
     else:
         counts = Counter(y for _, y in rows)
     distribution = {name: counts[name] for name in data.sort_labels(set(counts))}
@@ -61,7 +63,8 @@ def check(config: CheckConfig) -> dict:
         "multi_label": config.multi_label,
         "rows": len(frame),
         "empty_texts": empty_texts,
-        "empty_labels": empty_labels,
+        "empty_labels": 0 if config.multi_label else empty_labels,
+        "rows_without_labels": empty_labels if config.multi_label else None,
         "labels": distribution,
         "imbalance_ratio": round(imbalance, 2) if imbalance else None,
         "duplicate_rows": duplicate_rows,

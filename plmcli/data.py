@@ -295,9 +295,9 @@ def detect_columns(
     if need_label and label is None:
         label = _find_by_part_of_name(frame, LABEL_COLUMN_NAMES, taken | {text}, _looks_like_labels)
     if text is None:
-        text = _find_text_by_content(frame, {label} if label else set())
+        text = _find_text_by_content(frame, taken | ({label} if label else set()))
     if need_label and label is None:
-        label = _find_label_by_content(frame, {text} if text else set())
+        label = _find_label_by_content(frame, taken | ({text} if text else set()))
     if text is None:
         raise PlmError(f"no text column found in {path}; found: {found}. Use --text-column to pick one.")
     if need_label and label is None:
@@ -322,8 +322,19 @@ def sort_labels(labels: set[str]) -> list[str]:
 
 
 def split_labels(cell: str, separator: str) -> tuple[str, ...]:
-    """A multi-label cell ('sports | politics') as its sorted, distinct, stripped labels."""
-    return tuple(sorted({part.strip() for part in cell.split(separator) if part.strip()}))
+    """A multi-label cell ('sports | politics', or a JSON list from JSON/Parquet) as its sorted, distinct labels.
+
+    An empty cell is a row with no label: every label's target is 0.
+    """
+    parts = None
+    if cell.startswith("[") and cell.endswith("]"):
+        try:
+            parts = json.loads(cell)
+        except json.JSONDecodeError:
+            parts = None
+    if not isinstance(parts, list):
+        parts = cell.split(separator)
+    return tuple(sorted({_stringify(part).strip() for part in parts if _stringify(part).strip()}))
 
 
 @dataclass
@@ -342,8 +353,11 @@ def labelled_rows(frame: pd.DataFrame, columns: Columns, separator: Optional[str
     pairs = frame[columns.pair].tolist() if columns.pair else None
     cells = [cell.strip() for cell in frame[columns.label].tolist()]
     labels = [split_labels(cell, separator) for cell in cells] if separator else cells
+    # A multi-label row with an empty label cell is kept: it is a row none of the labels applies to.
     keep = [
-        i for i, (t, y) in enumerate(zip(texts, labels)) if t.strip() and y and (pairs is None or pairs[i].strip())
+        i
+        for i, (t, y) in enumerate(zip(texts, labels))
+        if t.strip() and (y or separator) and (pairs is None or pairs[i].strip())
     ]
     return LabelledRows(
         texts=[texts[i] for i in keep],
@@ -410,7 +424,7 @@ def load_classification(
         if validation_columns.text != columns.text or validation_columns.label != columns.label:
             console.info(f"Validation columns: text '{validation_columns.text}', label '{validation_columns.label}'.")
     else:
-        strata = [separator.join(y) for y in rows.labels] if separator else rows.labels
+        strata = _rarest_labels(rows.labels) if separator else rows.labels
         train_index, validation_index = stratified_split(strata, validation_split, seed)
         held_out = rows
         if not validation_index:
@@ -418,16 +432,21 @@ def load_classification(
                 f"{data} is too small to hold out a validation set ({len(rows.texts)} rows); "
                 "add rows or pass --validation FILE."
             )
+    # The label set comes from the whole training split, also when --max-train-samples keeps a part of it.
+    every_train_label = [rows.labels[i] for i in train_index]
+    seen = {name for y in every_train_label for name in y} if separator else set(every_train_label)
     if max_train_samples is not None:
         train_index = train_index[:max_train_samples]
+        kept = {name for i in train_index for name in (rows.labels[i] if separator else [rows.labels[i]])}
+        if len(kept) < 2:
+            raise PlmError(f"--max-train-samples {max_train_samples} keeps a single label; raise it.")
     train_labels = [rows.labels[i] for i in train_index]
     validation_labels = [held_out.labels[i] for i in validation_index]
-    seen = {name for y in train_labels for name in y} if separator else set(train_labels)
     label_names = sort_labels(seen)
     if len(label_names) < 2:
-        limit = f"--max-train-samples {max_train_samples} keeps" if max_train_samples else f"{data} has"
         raise PlmError(
-            f"{limit} a single label ('{label_names[0]}') in column '{columns.label}'; "
+            f"{data} has {'a single label (' + quote_labels(label_names) + ')' if label_names else 'no label'} "
+            f"in column '{columns.label}'; "
             "a classifier needs at least 2. Check --label-column."
         )
     unseen = sorted(({n for y in validation_labels for n in y} if separator else set(validation_labels)) - seen)
@@ -459,6 +478,19 @@ def load_classification(
         multi_label=multi_label,
         label_separator=label_separator,
     )
+
+
+def _rarest_labels(label_sets: list[tuple[str, ...]]) -> list[str]:
+    """What a multi-label split stratifies on: each row's rarest label ('' for a row with none).
+
+    Stratifying on whole label sets would keep every row whose combination occurs once out of
+    validation; the rarest label still spreads each label over both sides.
+    """
+    counts: dict[str, int] = {}
+    for labels in label_sets:
+        for name in labels:
+            counts[name] = counts.get(name, 0) + 1
+    return [min(labels, key=lambda name: (counts[name], name)) if labels else "" for labels in label_sets]
 
 
 def multi_hot(label_ids: list[list[int]], num_labels: int) -> list[list[float]]:

@@ -113,15 +113,16 @@ class MultiLabelMetric(evaluate.Metric):
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)  # the candidates tune_thresholds tries
 
 
-def tune_thresholds(probabilities: np.ndarray, references: np.ndarray) -> list[float]:
+def tune_thresholds(probabilities: np.ndarray, references: np.ndarray, min_positives: int = 5) -> list[float]:
     """Each label's decision threshold: the candidate with the best F1 of that label on these rows.
 
-    Ties go to the candidate nearest 0.5; a label with no positive row keeps 0.5.
+    Ties go to the candidate nearest 0.5; a label with fewer than ``min_positives`` positive rows
+    keeps 0.5 (one or two rows would pick a threshold by chance).
     """
     chosen = []
     for column in range(probabilities.shape[1]):
         truth = references[:, column].astype(bool)
-        if not truth.any():
+        if truth.sum() < min_positives:
             chosen.append(0.5)
             continue
         predicted = probabilities[:, column][None, :] >= THRESHOLDS[:, None]  # (candidates, rows)

@@ -62,12 +62,12 @@ def check_output_file(output: str, overwrite: bool, inputs: tuple[str, ...] = ()
 def _shared_staging_name(final: Path) -> Optional[str]:
     """Under torchrun / accelerate launch (WORLD_SIZE > 1), a staging name every rank derives alike; else None.
 
-    The ranks of one launch share TORCHELASTIC_RUN_ID (or at least MASTER_ADDR and MASTER_PORT),
-    so the Trainer on every rank finds the checkpoints that rank 0 writes under it.
+    The ranks of one launch share TORCHELASTIC_RUN_ID, MASTER_ADDR and MASTER_PORT, so the Trainer
+    on every rank finds the checkpoints that rank 0 writes under it.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
-    run = os.environ.get("TORCHELASTIC_RUN_ID") or f"{os.environ.get('MASTER_ADDR')}-{os.environ.get('MASTER_PORT')}"
+    run = f"{os.environ.get('TORCHELASTIC_RUN_ID')}-{os.environ.get('MASTER_ADDR')}-{os.environ.get('MASTER_PORT')}"
     return f".{final.name}.partial-{''.join(ch if ch.isalnum() else '-' for ch in run)}"
 
 
@@ -94,6 +94,7 @@ def staged_dir(final: Path) -> Iterator[Path]:
     else:
         staging = final.parent / shared
         if main:
+            shutil.rmtree(staging, ignore_errors=True)  # left by a killed run of the same launch settings
             staging.mkdir(parents=True, exist_ok=True)
     try:
         yield staging

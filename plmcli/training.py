@@ -126,6 +126,7 @@ def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, pr
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         disable_tqdm=True,  # plm's own progress bar replaces the printed log dicts
+        average_tokens_across_devices=False,  # a class-weighted loss is a batch mean, not a sum over tokens
         report_to="none",
     )
 

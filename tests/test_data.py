@@ -176,3 +176,33 @@ def test_read_texts_from_lines_and_tables(tmp_path):
     table = write_csv(tmp_path / "t.csv", ["id", "review"], [("1", "nice"), ("2", "meh")])
     texts, pairs, frame, column = data.read_texts(str(table))
     assert texts == ["nice", "meh"] and pairs is None and column == "review" and frame["id"].tolist() == ["1", "2"]
+
+
+def test_multi_label_cells_lists_and_empty_rows(tmp_path):
+    import json
+
+    path = tmp_path / "tags.jsonl"
+    records = [
+        {"text": f"text {i}", "tags": ["b", "a"] if i % 3 == 0 else ("c" if i % 3 == 1 else "")} for i in range(30)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    loaded = data.load_classification(str(path), None, 0.2, seed=0, multi_label=True)
+    assert loaded.label_names == ["a", "b", "c"] and loaded.dropped_rows == 0
+    every = loaded.train_labels + loaded.validation_labels
+    assert sorted(map(tuple, every)).count(()) == 10  # rows with an empty cell: no label applies
+    assert sorted(map(tuple, every)).count((0, 1)) == 10  # the JSON list ["b", "a"]
+
+
+def test_the_pair_column_is_never_taken_as_the_text():
+    frame = pd.DataFrame(
+        {"claim": ["short a", "short b"], "evidence": ["a much longer text", "another long one"], "label": ["x", "y"]}
+    )
+    columns = data.detect_columns(frame, "f.csv", pair_column="evidence")
+    assert (columns.text, columns.pair, columns.label) == ("claim", "evidence", "label")
+
+
+def test_max_train_samples_keeps_the_label_set_of_the_whole_split(tmp_path):
+    rows = [(f"text {i}", "common") for i in range(40)] + [(f"rare {i}", f"rare{i % 4}") for i in range(8)]
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], rows)
+    loaded = data.load_classification(str(path), None, 0.25, seed=0, max_train_samples=10)
+    assert loaded.label_names == ["common", "rare0", "rare1", "rare2", "rare3"] and len(loaded.train_texts) == 10

@@ -50,4 +50,5 @@ def test_thresholds_are_tuned_per_label_nearest_one_half_on_ties():
     probabilities = np.array([[0.9, 0.2, 0.7], [0.3, 0.6, 0.1], [0.35, 0.1, 0.2], [0.1, 0.4, 0.3]])
     truth = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 0, 0]])
     # a: 0.15-0.30 all give F1 0.8 (0.3 is nearest 0.5); b: anything in (0.4, 0.6] is perfect; c: no positives
-    assert tune_thresholds(probabilities, truth) == [0.3, 0.5, 0.5]
+    assert tune_thresholds(probabilities, truth, min_positives=1) == [0.3, 0.5, 0.5]
+    assert tune_thresholds(probabilities, truth) == [0.5, 0.5, 0.5]  # too few positives to tune on
