@@ -16,6 +16,19 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.divide(numerator, denominator, out=np.zeros_like(numerator, dtype=float), where=denominator > 0)
 
 
+def _per_class(label_names: list[str], precision, recall, f1, support) -> dict:
+    """{label: {precision, recall, f1, support}} from per-label arrays."""
+    return {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(label_names)
+    }
+
+
 def _metric_info(description: str, inputs: str, feature) -> evaluate.MetricInfo:
     """An offline metric's description: predictions and references of the same ``feature`` type."""
     return evaluate.MetricInfo(
@@ -51,15 +64,7 @@ class ClassificationMetric(evaluate.Metric):
             # Over the labels that occur (in the references or the predictions), as scikit-learn does.
             "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
             "weighted_f1": float((f1 * support).sum() / max(1, support.sum())),
-            "per_class": {
-                name: {
-                    "precision": float(precision[i]),
-                    "recall": float(recall[i]),
-                    "f1": float(f1[i]),
-                    "support": int(support[i]),
-                }
-                for i, name in enumerate(label_names)
-            },
+            "per_class": _per_class(label_names, precision, recall, f1, support),
             "confusion_matrix": matrix.tolist(),
         }
 
@@ -90,15 +95,7 @@ class MultiLabelMetric(evaluate.Metric):
                 _safe_divide(np.array(2 * micro_precision * micro_recall), np.array(micro_precision + micro_recall))
             ),
             "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-            "per_class": {
-                name: {
-                    "precision": float(precision[i]),
-                    "recall": float(recall[i]),
-                    "f1": float(f1[i]),
-                    "support": int(support[i]),
-                }
-                for i, name in enumerate(label_names)
-            },
+            "per_class": _per_class(label_names, precision, recall, f1, support),
             # rows: true label; columns: predicted label, then '(none)' for rows given no label at all
             "confusion_matrix": np.concatenate(
                 [
