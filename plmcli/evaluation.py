@@ -72,9 +72,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         references = np.zeros_like(chosen)
         for row, labels in enumerate(rows.labels):
             references[row, [label2id[name] for name in labels]] = 1
-        report = scoring.multi_label_report(chosen, references, label_names)
-        for name, threshold in zip(label_names, classifier.thresholds):
-            report["per_class"][name]["threshold"] = float(threshold)
+        report = scoring.report_at_thresholds(probabilities, references, label_names, classifier.thresholds)
         wrong = (chosen != references).any(axis=1)
         confidence = np.abs(probabilities - classifier.thresholds).mean(axis=1)  # how sure the mistake was
     else:

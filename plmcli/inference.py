@@ -64,6 +64,14 @@ def _logits(input_ids, token_type_ids, tokenizer, model, batch_size: int, device
     return logits
 
 
+def scores(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Probabilities from (rows, labels) logits: each label's sigmoid (multi-label), else a softmax per row."""
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def classify(
     texts: list[str],
     tokenizer,
@@ -81,7 +89,6 @@ def classify(
     A longer text is truncated, or with ``sliding`` cut into windows of ``max_length`` tokens that
     overlap by a quarter, whose probabilities are averaged.
     """
-    multi_label = model.config.problem_type == "multi_label_classification"
     if sliding:
         encodings = tokenizer(
             texts, truncation=True, max_length=max_length, stride=max_length // 4, return_overflowing_tokens=True
@@ -95,11 +102,7 @@ def classify(
     logits = _logits(
         encodings["input_ids"], encodings.get("token_type_ids"), tokenizer, model, batch_size, device, precision
     )
-    if multi_label:
-        probabilities = 1.0 / (1.0 + np.exp(-logits))
-    else:
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    probabilities = scores(logits, model.config.problem_type == "multi_label_classification")
     if sliding:
         averaged = np.zeros((len(texts), probabilities.shape[1]), dtype=np.float32)
         np.add.at(averaged, owners, probabilities)
@@ -191,14 +194,13 @@ def load_for_inference(
     return Classifier(tokenizer, model, device, precision, min(max_length or limit, limit), long == "sliding")
 
 
-def read_inputs(config, classifier: Classifier):
+def read_inputs(config, classifier: Classifier, pair_column: Optional[str]):
     """The texts (and pairs) to classify from config.texts or config.file, with the table they came from.
 
     Columns: those given, else the ones the model was trained on when the file has them, else detected.
     Returns (texts, pairs or None, table or None, text column or None).
     """
     saved = classifier.trained_with
-    pair_column = config.text_pair_column or saved.get("text_pair_column")
     if config.file is None:
         if pair_column:
             raise PlmError(
@@ -273,7 +275,8 @@ def predict(config: PredictConfig) -> PredictResult:
 
         data.check_readable(config.file)  # a missing file is said before the model loads
     classifier = load_for_inference(config.model, config.device, config.precision, config.max_length, config.long)
-    texts, pairs, table, text_column = read_inputs(config, classifier)
+    pair_column = config.text_pair_column or classifier.trained_with.get("text_pair_column")
+    texts, pairs, table, text_column = read_inputs(config, classifier, pair_column)
     started = time.perf_counter()
     probabilities, _ = classifier(texts, config.batch_size, pairs)
     elapsed = time.perf_counter() - started
@@ -296,16 +299,12 @@ def predict(config: PredictConfig) -> PredictResult:
         for record, probs, picked in zip(records, probabilities, chosen)
     ]
     columns = input_columns + [label_column, score_column] + extra
-    shown = [text_column or "text"] + ([pairs_column(classifier, config)] if pairs is not None else [])
+    shown = [text_column or "text"] + ([pair_column] if pairs is not None else [])
     shown += [label_column, score_column] + extra
     result = PredictResult(rows, columns, shown, output_format, output, len(texts) / max(elapsed, 1e-9))
     if output is not None:
         write_text_atomic(output, render(result))
     return result
-
-
-def pairs_column(classifier: Classifier, config) -> str:
-    return config.text_pair_column or classifier.trained_with.get("text_pair_column")
 
 
 def render(result: PredictResult) -> str:

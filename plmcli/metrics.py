@@ -136,8 +136,13 @@ def multi_label_report(predictions, references, label_names: list[str]) -> dict:
     return metric.compute(predictions=predictions, references=references, label_names=label_names)
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))
+def report_at_thresholds(probabilities: np.ndarray, references, label_names: list[str], thresholds) -> dict:
+    """multi_label_report of each label's probability at or above its threshold, the thresholds in per_class."""
+    thresholds = np.broadcast_to(np.asarray(thresholds, dtype=float), (len(label_names),))  # one, or one a label
+    report = multi_label_report((probabilities >= thresholds).astype(np.int8), references, label_names)
+    for name, threshold in zip(label_names, thresholds.tolist()):
+        report["per_class"][name]["threshold"] = threshold
+    return report
 
 
 def classification_report(predictions, references, label_names: list[str]) -> dict:

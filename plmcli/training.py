@@ -14,6 +14,7 @@ from pathlib import Path
 
 from plmcli import console, data, modeling, reporting, speed
 from plmcli.config import FinetuneConfig, default_learning_rate
+from plmcli.inference import scores
 from plmcli.outputs import check_output_dir, staged_dir
 
 
@@ -237,17 +238,11 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             "multi_label": labelled.multi_label,
         }
         if labelled.multi_label:
-            probabilities = scoring.sigmoid(prediction.predictions)
+            probabilities = scores(prediction.predictions, multi_label=True)
             references = prediction.label_ids.astype(np.int8)
             thresholds = scoring.tune_thresholds(probabilities, references)
-            at_half = scoring.multi_label_report(
-                (probabilities >= 0.5).astype(np.int8), references, labelled.label_names
-            )
-            report = scoring.multi_label_report(
-                (probabilities >= np.array(thresholds)).astype(np.int8), references, labelled.label_names
-            )
-            for name, threshold in zip(labelled.label_names, thresholds):
-                report["per_class"][name]["threshold"] = threshold
+            at_half = scoring.report_at_thresholds(probabilities, references, labelled.label_names, 0.5)
+            report = scoring.report_at_thresholds(probabilities, references, labelled.label_names, thresholds)
             report["at_threshold_0.5"] = {key: at_half[key] for key in scoring.HEADLINE[True]}
             settings.update(label_separator=labelled.label_separator, thresholds=thresholds)
         else:
