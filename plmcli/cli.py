@@ -5,13 +5,12 @@ main() turns a PlmError into one ``Error: ...`` line on stderr and its exit code
 modules import only the standard library and typer, so ``plm --help`` answers at once.
 """
 
-import signal
 import sys
 from typing import Annotated
 
 import typer
 
-from plmcli import __version__, console
+from plmcli import __version__, console, interrupts
 from plmcli.commands import check, evaluate, fill_mask, finetune, predict, pretrain
 from plmcli.errors import RUNTIME_FAILURE, Interrupted, PlmError
 
@@ -52,15 +51,9 @@ def root(
     _debug = debug
 
 
-def _interrupt(signal_number: int, frame) -> None:
-    # Not KeyboardInterrupt, which click would turn into "Aborted!" and exit code 1.
-    raise Interrupted(signal_number, signal.Signals(signal_number).name)
-
-
 def main() -> None:
     """Console-script entry point: run the app, turning plm's errors into one line and an exit code."""
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupts.install()
     try:
         app()
     except (PlmError, Interrupted) as error:

@@ -47,6 +47,13 @@ def _check_positive(name: str, value: Optional[float]) -> None:
         raise PlmError(f"{name} must be greater than 0; got {value}.")
 
 
+def _check_resume(resume: bool, overwrite: bool, allow_changed_settings: bool) -> None:
+    if resume and overwrite:
+        raise PlmError("--resume continues the run in --output and --overwrite starts it again; pass one of them.")
+    if allow_changed_settings and not resume:
+        raise PlmError("--allow-changed-settings goes with --resume.")
+
+
 @dataclass
 class FinetuneConfig:
     """Settings of `plm finetune`: train a sequence classifier on a labelled file."""
@@ -75,6 +82,9 @@ class FinetuneConfig:
     device: str = "auto"
     precision: str = "auto"
     overwrite: bool = False
+    resume: bool = False  # continue from the newest complete checkpoint under output/checkpoints
+    allow_changed_settings: bool = False  # resume even when settings differ from the checkpoint's
+    save_steps: int = 500  # a checkpoint every N optimizer steps (and on SIGINT / SIGTERM)
     command: list[str] = field(default_factory=list)  # the command line, for the model card
 
     def __post_init__(self) -> None:
@@ -87,8 +97,10 @@ class FinetuneConfig:
             ("--max-length", self.max_length),
             ("--max-train-samples", self.max_train_samples),
             ("--early-stopping", self.early_stopping),
+            ("--save-steps", self.save_steps),
         ):
             _check_positive(name, value)
+        _check_resume(self.resume, self.overwrite, self.allow_changed_settings)
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--precision", self.precision, PRECISIONS)
         _check_choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
@@ -129,6 +141,9 @@ class PretrainConfig:
     device: str = "auto"
     precision: str = "auto"
     overwrite: bool = False
+    resume: bool = False  # continue from the newest complete checkpoint under output/checkpoints
+    allow_changed_settings: bool = False  # resume even when settings differ from the checkpoint's
+    save_steps: int = 500  # a checkpoint every N optimizer steps (and on SIGINT / SIGTERM)
     command: list[str] = field(default_factory=list)  # the command line, for the model card
 
     def __post_init__(self) -> None:
@@ -143,8 +158,10 @@ class PretrainConfig:
             ("--lr", self.lr),
             ("--max-length", self.max_length),
             ("--vocab-size", self.vocab_size),
+            ("--save-steps", self.save_steps),
         ):
             _check_positive(name, value)
+        _check_resume(self.resume, self.overwrite, self.allow_changed_settings)
         if self.max_length < 8:
             raise PlmError(f"--max-length must be at least 8; got {self.max_length}.")
         if self.from_scratch and self.vocab_size < 100:

@@ -14,6 +14,11 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def world_size() -> int:
+    """How many processes run this command (WORLD_SIZE under torchrun / accelerate launch; else 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def out(text: str = "") -> None:
     """Print a result line to stdout."""
     if is_main_process():

@@ -20,9 +20,11 @@ class PlmError(Exception):
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived: the run stops, removes what it had not finished, exits 128 + signal.
 
+    The message says what was kept: a training run names its checkpoint and the command that resumes it.
+
     A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it.
     """
 
-    def __init__(self, signal_number: int, signal_name: str) -> None:
-        super().__init__(f"interrupted by {signal_name}; unfinished output was removed.")
+    def __init__(self, signal_number: int, signal_name: str, message: str = "") -> None:
+        super().__init__(message or f"interrupted by {signal_name}; unfinished output was removed.")
         self.exit_code = 128 + signal_number

@@ -76,6 +76,28 @@ OverwriteOption = Annotated[
         "--overwrite", help="Replace an existing output (the old one stays intact until the new one is complete)."
     ),
 ]
+ResumeOption = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run from the newest complete checkpoint in --output (same settings).",
+    ),
+]
+AllowChangedSettingsOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-changed-settings",
+        help="With --resume: continue even though settings (learning rate, epochs, ...) differ from the checkpoint's.",
+    ),
+]
+SaveStepsOption = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        metavar="N",
+        help="Write a checkpoint every N steps (and on SIGINT / SIGTERM) for --resume; the newest 2 are kept.",
+    ),
+]
 TextColumnOption = Annotated[
     Optional[str], typer.Option("--text-column", help="Column holding the text (default: detected from the data).")
 ]

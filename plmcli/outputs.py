@@ -16,20 +16,35 @@ from typing import Optional
 from plmcli import console
 from plmcli.errors import PlmError
 
+CHECKPOINTS = "checkpoints"  # where a training run keeps its checkpoints, under its output directory
 
-def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = (), marker: str = "config.json") -> Path:
-    """The output directory, refused when it is a file, or non-empty without ``overwrite``.
+
+def check_output_dir(
+    output: str, overwrite: bool, inputs: tuple[str, ...] = (), marker: str = "config.json", resume: bool = False
+) -> Path:
+    """The output directory, refused when it is a file, or non-empty without ``overwrite`` or ``resume``.
 
     ``--overwrite`` replaces only a directory plm wrote (one holding ``marker``: config.json for a
-    model, metrics.json for an evaluation), never the working directory, one of its parents, or a
-    directory that holds one of ``inputs``.
+    model, metrics.json for an evaluation; or the checkpoints of an unfinished run), never the
+    working directory, one of its parents, or a directory that holds one of ``inputs``.
+    ``--resume`` needs the checkpoints of an unfinished run.
     """
     path = Path(output)
     if path.exists() and not path.is_dir():
         raise PlmError(f"--output {output} is a file; expected a directory.")
+    unfinished = (path / CHECKPOINTS).is_dir()
+    if resume:
+        if not unfinished:
+            raise PlmError(f"nothing to resume: {output} holds no checkpoints. Run again without --resume.")
+        return path
     if not path.is_dir() or not any(path.iterdir()):
         return path
     if not overwrite:
+        if unfinished:
+            raise PlmError(
+                f"{output} holds the checkpoints of an unfinished run; pass --resume to continue it, "
+                "or --overwrite to start again."
+            )
         raise PlmError(
             f"{output} already exists and is not empty; pass --overwrite to replace it, or choose another --output."
         )
@@ -39,7 +54,7 @@ def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = (),
     for item in inputs:
         if item != "-" and (resolved == Path(item).resolve() or resolved in Path(item).resolve().parents):
             raise PlmError(f"--output {output} holds the input {item}; choose another --output.")
-    if not (path / marker).is_file():
+    if not (path / marker).is_file() and not unfinished:
         what = "a model directory" if marker == "config.json" else "a directory plm wrote"
         raise PlmError(f"--overwrite replaces only {what}, and {output} has no {marker}; choose another --output.")
     return path
@@ -138,6 +153,12 @@ def _finish_tree(directory: Path) -> None:
     directory.chmod(0o777 & ~umask)
     for path in directory.rglob("*"):
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+    fsync_tree(directory)
+
+
+def fsync_tree(directory: Path) -> None:
+    """Flush every file under ``directory`` to disk, so a rename after it publishes complete files."""
+    for path in directory.rglob("*"):
         if path.is_file():
             with open(path, "rb") as stream:
                 os.fsync(stream.fileno())

@@ -9,12 +9,14 @@ masked positions only (see plmcli.speed); the saved model is a standard BertForM
 BertForPreTraining.
 """
 
+import hashlib
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from plmcli import console, corpus, modeling, reporting, speed
+from plmcli import checkpoints, console, corpus, modeling, reporting, speed
 from plmcli.config import PretrainConfig, default_learning_rate
 from plmcli.outputs import check_output_dir, staged_dir
 from plmcli.training import train
@@ -137,7 +139,8 @@ def training_arguments(config: PretrainConfig, output_dir: Path, device: str, pr
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         eval_strategy="no",  # plm measures the held-out set itself, before and after
-        save_strategy="no",  # the finished model is written once, complete, by plm
+        save_strategy="steps",  # checkpoints for --resume; the finished model is written whole by plm
+        save_steps=config.save_steps,
         logging_strategy="steps",
         logging_steps=0.05,
         train_sampling_strategy="group_by_length" if config.line_by_line else "random",
@@ -157,7 +160,11 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     """Continue (or start) masked-LM pretraining on a corpus and write the model to ``config.output``."""
     source = None if config.from_scratch else modeling.resolve(config.model)
     local_model = (source.location,) if source and source.local else ()
-    output = check_output_dir(config.output, config.overwrite, tuple(config.corpus) + local_model)
+    output = check_output_dir(
+        config.output, config.overwrite, tuple(config.corpus) + local_model, resume=config.resume
+    )
+    run = checkpoints.run_dir(output)
+    resume_from = checkpoints.newest_complete(run, config.output) if config.resume else None
     text = corpus.read_corpus(config.corpus)
     console.info(f"Corpus: {corpus.describe(text)}.")
     device = modeling.choose_device(config.device)
@@ -174,7 +181,11 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     set_seed(config.seed)
     notes = []
     if config.from_scratch:
-        tokenizer = modeling.train_wordpiece(text.lines, config.vocab_size, config.max_length)
+        tokenizer = (
+            modeling.load_tokenizer(modeling.ModelSource(str(resume_from), str(resume_from), local=True))
+            if resume_from is not None  # the vocabulary the interrupted run trained
+            else modeling.train_wordpiece(text.lines, config.vocab_size, config.max_length)
+        )
         model = modeling.new_bert(config.size, tokenizer, config.objective, config.max_length)
         base_name = f"a new BERT-{config.size} (from scratch, {len(tokenizer)}-token WordPiece vocabulary)"
         lineage = [base_name]
@@ -214,13 +225,46 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     held_out = masked_batches(
         validation_examples, masking_collator(tokenizer, config, config.seed), config.batch_size * 2
     )
-    console.info("Measuring the held-out set before training ...")
-    before = evaluate_masked_lm(model, held_out, device)
+    settings = {
+        "corpus (sha256)": hashlib.sha256("\n".join(text.lines).encode("utf-8")).hexdigest(),
+        "--model": base_name,
+        "--objective": config.objective,
+        "--max-length": max_length,
+        "--line-by-line": config.line_by_line,
+        "--mlm-probability": config.mlm_probability,
+        "--whole-word-mask": config.whole_word_mask,
+        "--validation-split": config.validation_split,
+        "--epochs": config.epochs,
+        "--max-steps": config.max_steps,
+        "--batch-size": config.batch_size,
+        "--lr": lr,
+        "weight decay": config.weight_decay,
+        "warmup ratio": config.warmup_ratio,
+        "--seed": config.seed,
+        "precision": precision,
+        "processes": console.world_size(),
+    }
+    if resume_from is not None:
+        saved = checkpoints.read_manifest(resume_from)
+        changes = checkpoints.check_settings(saved["settings"], settings, config.allow_changed_settings)
+        if changes:
+            console.warn(f"resuming with changed settings: {'; '.join(changes)}.")
+        console.info(f"Resuming from {resume_from} (step {saved['step']}).")
+        before = saved["state"]["before"]  # measured on the base model by the interrupted run
+    else:
+        if run.is_dir() and console.is_main_process():
+            shutil.rmtree(run)  # --overwrite: the checkpoints of the run being replaced
+        console.info("Measuring the held-out set before training ...")
+        before = evaluate_masked_lm(model, held_out, device)
 
     with staged_dir(output) as staging:
         trainer, train_output = train(
+            config.command,
+            resume_from=resume_from,
+            settings=settings,
+            state={"before": before},
             model=model,
-            args=training_arguments(config, staging, device, precision, lr),
+            args=training_arguments(config, run, device, precision, lr),
             train_dataset=Dataset.from_dict(train_examples.columns),
             data_collator=collator,
             processing_class=tokenizer,

@@ -7,13 +7,16 @@ length, so little compute goes to padding); the model is written to a staging di
 renamed into place when complete.
 """
 
+import shlex
 import shutil
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plmcli import console, data, modeling, reporting, speed
+from plmcli import checkpoints, console, data, interrupts, modeling, reporting, speed
 from plmcli.config import FinetuneConfig, default_learning_rate
+from plmcli.errors import Interrupted
 from plmcli.inference import scores
 from plmcli.outputs import check_output_dir, staged_dir
 
@@ -72,40 +75,58 @@ def progress_callback():
 EVALUATION_FIGURES = ("accuracy", "micro_f1", "macro_f1", "weighted_f1", "subset_accuracy", "loss")
 
 
-def train(callbacks=(), **trainer_arguments):
-    """Build a Trainer with plm's progress bar instead of printed log dicts, train, and return both."""
-    from transformers import PrinterCallback, Trainer
+def train(command: list[str], resume_from=None, settings=None, state=None, callbacks=(), **trainer_arguments):
+    """Build plm's Trainer, train (from ``resume_from``, a checkpoint, if given), and return both.
 
-    progress = progress_callback()
-    trainer = Trainer(**trainer_arguments, callbacks=[progress, *callbacks])
+    The Trainer shows plm's progress bar instead of printed log dicts, writes checkpoints whole
+    (with ``settings`` and ``state`` in their manifest), and on the first SIGINT / SIGTERM saves a
+    checkpoint at the end of the step and raises Interrupted with the command that resumes.
+    """
+    from transformers import PrinterCallback
+
+    progress, stopper = progress_callback(), checkpoints.stop_on_signal()
+    trainer = checkpoints.trainer_class()(**trainer_arguments, callbacks=[progress, stopper, *callbacks])
+    trainer.plm_settings, trainer.plm_state = settings or {}, state or {}
     trainer.remove_callback(PrinterCallback)
+    checkpoints.remove_partials(Path(trainer.args.output_dir))
     try:
-        return trainer, trainer.train()
+        with interrupts.graceful():
+            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     finally:
         progress.close()
+    received = stopper.stopped_by or interrupts.requested()
+    if received is not None:
+        name = signal.Signals(received).name
+        if stopper.stopped_by is None or trainer.plm_last_checkpoint is None:
+            raise Interrupted(received, name)
+        resume = shlex.join([*command, *([] if "--resume" in command else ["--resume"])])
+        raise Interrupted(
+            received,
+            name,
+            f"interrupted by {name} at step {trainer.state.global_step} of {trainer.state.max_steps}; "
+            f"saved {trainer.plm_last_checkpoint}. Continue with: {resume}",
+        )
+    return trainer, output
 
 
 def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, precision: str, lr: float):
     """The Trainer's arguments for a fine-tuning run.
 
-    With early stopping, the model is evaluated every epoch and saved (under ``output_dir``) only
-    when ``config.metric`` improves, so at most the best checkpoint and the last one exist; the
-    best is loaded back at the end.
+    Checkpoints (for --resume) go to ``output_dir`` every ``config.save_steps`` steps; with early
+    stopping, every epoch after its evaluation instead, and the best is loaded back at the end.
     """
     from transformers import TrainingArguments
 
     stopping = config.early_stopping is not None
     checkpointing = (
         {
-            "save_strategy": "best",
-            "save_total_limit": 1,
+            "save_strategy": "epoch",  # with each evaluation: the best model is loaded back at the end
             "load_best_model_at_end": True,
             "metric_for_best_model": config.metric,
             "greater_is_better": config.metric != "loss",
-            "save_only_model": True,  # the best model is what is kept; optimizer state would triple the disk
         }
         if stopping
-        else {"save_strategy": "no"}  # the finished model is written once, complete, by plm
+        else {"save_strategy": "steps", "save_steps": config.save_steps}
     )
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -128,6 +149,7 @@ def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, pr
         fp16=precision == "fp16",
         disable_tqdm=True,  # plm's own progress bar replaces the printed log dicts
         average_tokens_across_devices=False,  # a class-weighted loss is a batch mean, not a sum over tokens
+        restore_callback_states_from_checkpoint=True,  # early stopping's patience survives a --resume
         report_to="none",
     )
 
@@ -136,7 +158,10 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Fine-tune a sequence classifier on a labelled file and write it to ``config.output``."""
     source = modeling.resolve(config.model)
     inputs = tuple(item for item in (config.data, config.validation) if item)
-    output = check_output_dir(config.output, config.overwrite, inputs + ((source.location,) if source.local else ()))
+    output = check_output_dir(
+        config.output, config.overwrite, inputs + ((source.location,) if source.local else ()), resume=config.resume
+    )
+    resume_from = checkpoints.newest_complete(checkpoints.run_dir(output), config.output) if config.resume else None
     labelled = data.load_classification(
         config.data,
         config.validation,
@@ -214,13 +239,47 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         )
         console.warn(notes[-1])
 
+    settings = {
+        "data (sha256)": _digest(config.data),
+        "validation data (sha256)": _digest(config.validation) if config.validation else None,
+        "--validation-split": None if config.validation else config.validation_split,
+        "columns": [columns.text, columns.pair, columns.label],
+        "labels": labelled.label_names,
+        "--multi-label": labelled.multi_label,
+        "--model": source.name,
+        "--max-length": max_length,
+        "--epochs": config.epochs,
+        "--batch-size": config.batch_size,
+        "--lr": lr,
+        "weight decay": config.weight_decay,
+        "warmup ratio": config.warmup_ratio,
+        "--seed": config.seed,
+        "--max-train-samples": config.max_train_samples,
+        "--class-weights": config.class_weights,
+        "--early-stopping": config.early_stopping,
+        "--metric": config.metric if config.early_stopping else None,
+        "precision": precision,
+        "processes": console.world_size(),
+    }
+    run = checkpoints.run_dir(output)
+    if resume_from is not None:
+        saved = checkpoints.read_manifest(resume_from)
+        changes = checkpoints.check_settings(saved["settings"], settings, config.allow_changed_settings)
+        if changes:
+            console.warn(f"resuming with changed settings: {'; '.join(changes)}.")
+        console.info(f"Resuming from {resume_from} (step {saved['step']}).")
+    elif run.is_dir() and console.is_main_process():
+        shutil.rmtree(run)  # --overwrite: the checkpoints of the run being replaced
+
     with staged_dir(output) as staging:
-        checkpoints = staging / "checkpoints"  # early stopping's best checkpoint; removed before the rename
         weights = weighting["weights"]
         trainer, train_output = train(
+            config.command,
+            resume_from=resume_from,
+            settings=settings,
             callbacks=[EarlyStoppingCallback(config.early_stopping)] if config.early_stopping else [],
             model=model,
-            args=training_arguments(config, checkpoints, device, precision, lr),
+            args=training_arguments(config, run, device, precision, lr),
             train_dataset=train_set,
             eval_dataset=validation_set,
             data_collator=DataCollatorWithPadding(tokenizer),
@@ -229,8 +288,6 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             compute_loss_func=weighted_cross_entropy(list(weights.values())) if weights else None,
         )
         prediction = trainer.predict(validation_set)  # on every rank: it gathers across them
-        if console.is_main_process():  # every rank has loaded the best checkpoint before predict
-            shutil.rmtree(checkpoints, ignore_errors=True)
         settings = {
             "text_column": columns.text,
             "text_pair_column": columns.pair,
@@ -339,6 +396,11 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 [*labelled.label_names, "(none)"] if labelled.multi_label else None,
             )
     return FinetuneResult(output=output, metrics=metrics, notes=notes)
+
+
+def _digest(path: str) -> str:
+    """A data file's sha256 (what --resume compares); a name that is not a file stands for itself."""
+    return reporting.file_digest(Path(path)) if Path(path).is_file() else path
 
 
 IMBALANCE = 3.0  # --class-weights auto: weigh the loss when the largest class has more than 3x the smallest's rows

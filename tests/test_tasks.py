@@ -307,8 +307,9 @@ def test_sliding_windows_read_what_truncation_cuts_off(cli, tiny_classifier):
         )
         assert run.exit_code == 0, run.stderr
         scores[mode] = json.loads(run.stdout)
-    assert scores["sliding"][0]["prob_positive"] > scores["truncate"][0]["prob_positive"]
-    assert scores["sliding"][1]["prob_negative"] > scores["truncate"][1]["prob_negative"]
+    truncated, sliding = scores["truncate"], scores["sliding"]
+    assert truncated[0]["prob_positive"] == truncated[1]["prob_positive"]  # both cut to the same filler
+    assert sliding[0]["prob_positive"] > sliding[1]["prob_positive"] + 0.05  # the windows reach the sentiment
 
 
 def test_sliding_equals_truncation_for_short_texts(tiny_classifier):

@@ -16,6 +16,7 @@ import typer
 from plmcli import console
 from plmcli.config import FinetuneConfig
 from plmcli.options import (
+    AllowChangedSettingsOption,
     BaseModelOption,
     ClassWeights,
     Device,
@@ -26,6 +27,8 @@ from plmcli.options import (
     OverwriteOption,
     Precision,
     PrecisionOption,
+    ResumeOption,
+    SaveStepsOption,
     SeedOption,
     TextColumnOption,
     TextPairColumnOption,
@@ -95,6 +98,9 @@ def finetune(
     device: DeviceOption = Device.auto,
     precision: PrecisionOption = Precision.auto,
     overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    allow_changed_settings: AllowChangedSettingsOption = False,
+    save_steps: SaveStepsOption = 500,
 ) -> None:
     """Fine-tune a text classifier on a labelled file (text and label columns are detected)."""
     if validation is not None and validation == data:
@@ -124,6 +130,9 @@ def finetune(
         device=device.value,
         precision=precision.value,
         overwrite=overwrite,
+        resume=resume,
+        allow_changed_settings=allow_changed_settings,
+        save_steps=save_steps,
         command=["plm", *sys.argv[1:]],
     )
     from plmcli.training import finetune as run_finetune

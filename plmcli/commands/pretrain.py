@@ -16,6 +16,7 @@ import typer
 from plmcli import console
 from plmcli.config import DEFAULT_PRETRAINED, PretrainConfig
 from plmcli.options import (
+    AllowChangedSettingsOption,
     BaseModelOption,
     Device,
     DeviceOption,
@@ -23,6 +24,8 @@ from plmcli.options import (
     OverwriteOption,
     Precision,
     PrecisionOption,
+    ResumeOption,
+    SaveStepsOption,
     SeedOption,
 )
 
@@ -96,6 +99,9 @@ def pretrain(
     device: DeviceOption = Device.auto,
     precision: PrecisionOption = Precision.auto,
     overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    allow_changed_settings: AllowChangedSettingsOption = False,
+    save_steps: SaveStepsOption = 500,
 ) -> None:
     """Continue masked-LM pretraining of a BERT on your text (or pretrain one from scratch)."""
     if from_scratch and model is not None:
@@ -134,6 +140,9 @@ def pretrain(
         device=device.value,
         precision=precision.value,
         overwrite=overwrite,
+        resume=resume,
+        allow_changed_settings=allow_changed_settings,
+        save_steps=save_steps,
         command=["plm", *sys.argv[1:]],
     )
     from plmcli.pretraining import pretrain as run_pretrain

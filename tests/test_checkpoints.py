@@ -1,0 +1,296 @@
+"""Checkpoints, interruption and --resume (plmcli/checkpoints.py, plmcli/interrupts.py).
+
+Most tests stop a run in-process by making ``interrupts.requested`` report SIGTERM from a given
+step on, which is exactly what the signal handler does; the subprocess tests send real signals.
+"""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from plmcli import interrupts
+from tests.conftest import plm_command, sentiment_rows, snapshot, write_csv
+
+ROWS = 80  # 72 training rows, 9 steps of 8 per epoch
+
+
+def finetune_args(tiny_base, data, output, *extra):
+    return (
+        "finetune", data, "--model", tiny_base, "--output", output, "--device", "cpu",
+        "--epochs", "4", "--batch-size", "8", "--lr", "3e-3", "--save-steps", "4", *extra,
+    )  # fmt: skip
+
+
+def stop_at(monkeypatch, step: int, signal_number: int = signal.SIGTERM) -> None:
+    """From the end of training step ``step`` on, report ``signal_number`` as a received signal."""
+    calls = {"n": 0}
+
+    def requested():
+        calls["n"] += 1  # the stop callback asks once per step
+        return signal_number if calls["n"] >= step else None
+
+    monkeypatch.setattr(interrupts, "requested", requested)
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_csv(tmp_path / "reviews.csv", ["text", "label"], sentiment_rows(ROWS))
+
+
+@pytest.fixture
+def interrupted(cli, tiny_base, data, tmp_path, monkeypatch):
+    """An output directory left by a run stopped by SIGTERM at step 10 (checkpoints 8 and 10 kept)."""
+    output = tmp_path / "out"
+    stop_at(monkeypatch, 10)
+    run = cli(*finetune_args(tiny_base, data, output))
+    monkeypatch.undo()
+    assert run.exit_code == 143, run.stderr
+    return output, run
+
+
+def weights(directory: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(directory / "model.safetensors")
+
+
+def identical(a: dict, b: dict) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_a_stopped_run_saves_one_complete_checkpoint_and_says_how_to_resume(interrupted, tiny_base, data):
+    output, run = interrupted
+    checkpoints = output / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-10", "checkpoint-8"]
+    assert sorted(p.name for p in output.iterdir()) == ["checkpoints"]  # no model under the final name
+    assert run.error_line == (
+        f"Error: interrupted by SIGTERM at step 10 of 36; saved {checkpoints / 'checkpoint-10'}. "
+        f"Continue with: plm {' '.join(map(str, finetune_args(tiny_base, data, output)))} --resume"
+    )
+    from plmcli.checkpoints import problem
+
+    assert problem(checkpoints / "checkpoint-10") is None
+    names = {p.name for p in (checkpoints / "checkpoint-10").iterdir()}
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"} <= names
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends_with_the_same_weights(
+    cli, interrupted, tiny_base, data, tmp_path
+):
+    output, _ = interrupted
+    resumed = cli(*finetune_args(tiny_base, data, output), "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert f"Resuming from {output / 'checkpoints' / 'checkpoint-10'} (step 10)." in resumed.stderr
+    assert not (output / "checkpoints").exists()  # a finished model keeps no checkpoints
+    straight = cli(*finetune_args(tiny_base, data, tmp_path / "straight"))
+    assert straight.exit_code == 0, straight.stderr
+    # step 10 is mid-epoch (9 steps per epoch): the data order and dropout draws are restored too
+    assert identical(weights(output), weights(tmp_path / "straight"))
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda c: (c / "optimizer.pt").unlink(), "optimizer.pt is missing"),
+        (lambda c: (c / "plm-checkpoint.json").unlink(), "plm-checkpoint.json is missing (its save did not finish)"),
+        (lambda c: _truncate(c / "model.safetensors"), "model.safetensors is truncated or changed"),
+        (lambda c: _truncate(c / "trainer_state.json"), "trainer_state.json is truncated or changed"),
+    ],
+)
+def test_resume_skips_a_broken_newer_checkpoint_with_one_warning(cli, interrupted, tiny_base, data, damage, reason):
+    output, _ = interrupted
+    newer = output / "checkpoints" / "checkpoint-99"
+    shutil.copytree(output / "checkpoints" / "checkpoint-10", newer)  # as if kill -9 hit its save
+    damage(newer)
+    resumed = cli(*finetune_args(tiny_base, data, output), "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    warnings = [line for line in resumed.stderr.splitlines() if line.startswith("Warning: skipping")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"Warning: skipping checkpoint-99: {reason}")
+    assert "(step 10)" in resumed.stderr
+    assert (output / "model.safetensors").is_file()
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("missing", ["optimizer.pt", "scheduler.pt", "rng_state.pth"])
+def test_missing_optimizer_scheduler_or_rng_state_is_refused_never_reset(cli, interrupted, tiny_base, data, missing):
+    output, _ = interrupted
+    shutil.rmtree(output / "checkpoints" / "checkpoint-8")
+    (output / "checkpoints" / "checkpoint-10" / missing).unlink()
+    before = snapshot(output)
+    resumed = cli(*finetune_args(tiny_base, data, output), "--resume")
+    assert resumed.exit_code == 1
+    assert resumed.error_line == (
+        f"Error: no complete checkpoint to resume in {output / 'checkpoints'}: checkpoint-10: {missing} is missing. "
+        "Start again with --overwrite."
+    )
+    assert snapshot(output) == before
+
+
+def test_resume_with_changed_settings_is_refused_and_lists_each(cli, interrupted, tiny_base, data):
+    output, _ = interrupted
+    before = snapshot(output)
+    args = [*finetune_args(tiny_base, data, output), "--resume"]
+    changed = [*args, "--lr", "1e-3", "--epochs", "5", "--batch-size", "16"]  # later options win
+    run = cli(*changed)
+    assert run.exit_code == 2
+    assert run.error_line == (
+        "Error: the checkpoint was written with other settings: --batch-size 8 -> 16; --epochs 4.0 -> 5.0; "
+        "--lr 0.003 -> 0.001. Resume with the same settings, or pass --allow-changed-settings."
+    )
+    assert snapshot(output) == before
+    allowed = cli(*changed, "--allow-changed-settings")
+    assert allowed.exit_code == 0, allowed.stderr
+    assert "Warning: resuming with changed settings: --batch-size 8 -> 16;" in allowed.stderr
+
+
+def test_changed_data_is_a_changed_setting(cli, interrupted, tiny_base, data):
+    output, _ = interrupted
+    data.write_text(data.read_text() + "a good good film,positive\n")
+    run = cli(*finetune_args(tiny_base, data, output), "--resume")
+    assert run.exit_code == 2
+    assert run.error_line.startswith("Error: the checkpoint was written with other settings: data (sha256) ")
+
+
+def test_a_fresh_run_into_an_unfinished_run_is_refused(cli, interrupted, tiny_base, data):
+    output, _ = interrupted
+    before = snapshot(output)
+    run = cli(*finetune_args(tiny_base, data, output))
+    assert run.exit_code == 2
+    assert run.error_line == (
+        f"Error: {output} holds the checkpoints of an unfinished run; pass --resume to continue it, "
+        "or --overwrite to start again."
+    )
+    assert snapshot(output) == before
+    again = cli(*finetune_args(tiny_base, data, output), "--overwrite")
+    assert again.exit_code == 0, again.stderr
+    assert sorted(p.name for p in output.iterdir() if p.name.startswith("check")) == []
+
+
+def test_resume_without_a_checkpoint_is_one_line(cli, tiny_base, data, tmp_path):
+    run = cli(*finetune_args(tiny_base, data, tmp_path / "none"), "--resume")
+    assert run.exit_code == 2
+    assert run.error_line == (
+        f"Error: nothing to resume: {tmp_path / 'none'} holds no checkpoints. Run again without --resume."
+    )
+    assert not (tmp_path / "none").exists()
+    both = cli(*finetune_args(tiny_base, data, tmp_path / "none"), "--resume", "--overwrite")
+    assert both.exit_code == 2
+    assert "pass one of them" in both.error_line
+
+
+def _start(args, **kwargs):
+    """Start plm in a fresh process; return it with an event set once its training bar shows."""
+    process = subprocess.Popen(plm_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    started, chunks = threading.Event(), []
+
+    def read():
+        while chunk := process.stderr.read(64):
+            chunks.append(chunk)
+            if "Training:" in "".join(chunks[-3:]):
+                started.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return process, started, chunks
+
+
+@pytest.mark.parametrize("signal_name, exit_code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_real_signal_saves_a_checkpoint_and_exits_128_plus_signal(tiny_base, data, tmp_path, signal_name, exit_code):
+    output = tmp_path / "out"
+    args = finetune_args(tiny_base, data, output, "--epochs", "500", "--save-steps", "100000")
+    process, started, chunks = _start(args)
+    assert started.wait(timeout=120), "".join(chunks)
+    time.sleep(0.5)  # inside the training loop
+    process.send_signal(getattr(signal, signal_name))
+    process.wait(timeout=120)
+    time.sleep(0.2)
+    stderr = "".join(chunks)
+    assert process.returncode == exit_code, stderr
+    assert "Traceback" not in stderr
+    saved = list((output / "checkpoints").iterdir())
+    assert len(saved) == 1 and saved[0].name.startswith("checkpoint-")
+    assert f"Warning: {signal_name} received: saving a checkpoint after this step" in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: interrupted by {signal_name} at step ") and last.endswith(" --resume")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "reviews.csv"]
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_partial_checkpoint(tiny_base, data, tmp_path):
+    output = tmp_path / "out"
+    args = finetune_args(tiny_base, data, output, "--epochs", "500", "--save-steps", "100000")
+    process, started, chunks = _start(args)
+    assert started.wait(timeout=120), "".join(chunks)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    time.sleep(0.2)
+    stderr = "".join(chunks)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("Error: interrupted by SIGINT")
+    finals = [p for p in (output / "checkpoints").glob("checkpoint-*")] if output.exists() else []
+    from plmcli.checkpoints import problem
+
+    assert all(problem(p) is None for p in finals)  # a checkpoint under its final name is complete
+    assert not list(tmp_path.glob(".*partial*")) and not list(output.glob(".*partial*"))
+
+
+def test_python_ignores_file_size_signals():
+    # `ulimit -f` sends SIGXFSZ; Python ignores it, so a write past the limit raises OSError (EFBIG)
+    code = "import signal; print(signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
+
+
+def pretrain_args(corpus, output, *base):
+    return (
+        "pretrain", corpus, *base, "--output", output, "--epochs", "3", "--max-length", "32", "--batch-size", "8",
+        "--lr", "3e-3", "--device", "cpu", "--save-steps", "5",
+    )  # fmt: skip
+
+
+def test_pretrain_resumes_to_the_same_weights_and_keeps_the_before_figures(
+    cli, tiny_base, corpus_txt, tmp_path, monkeypatch
+):
+    def args(output):
+        return pretrain_args(corpus_txt, output, "--model", tiny_base)
+
+    straight = cli(*args(tmp_path / "straight"))
+    assert straight.exit_code == 0, straight.stderr
+    epoch_end = json.loads((tmp_path / "straight" / "metrics.json").read_text())["train"]["steps"] // 3
+    output = tmp_path / "out"
+    stop_at(monkeypatch, epoch_end, signal.SIGINT)
+    stopped = cli(*args(output))
+    monkeypatch.undo()
+    assert stopped.exit_code == 130, stopped.stderr
+    assert stopped.error_line.startswith(f"Error: interrupted by SIGINT at step {epoch_end} of ")
+    resumed = cli(*args(output), "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "Measuring the held-out set before training" not in resumed.stderr
+    # at an epoch boundary: bit-identical (in mid-epoch the masks of the next batch, drawn before
+    # the checkpoint, are drawn again after the resume)
+    assert identical(weights(output), weights(tmp_path / "straight"))
+    figures = [json.loads((path / "metrics.json").read_text()) for path in (output, tmp_path / "straight")]
+    assert figures[0]["validation"] == figures[1]["validation"]  # before (kept from the interrupted run) and after
+
+
+def test_pretrain_from_scratch_resumes_with_the_vocabulary_it_trained(cli, corpus_txt, tmp_path, monkeypatch):
+    args = pretrain_args(corpus_txt, tmp_path / "out", "--from-scratch", "--size", "tiny", "--vocab-size", "120")
+    stop_at(monkeypatch, 4)
+    assert cli(*args).exit_code == 143
+    monkeypatch.undo()
+    vocabulary = (tmp_path / "out" / "checkpoints" / "checkpoint-4" / "tokenizer.json").read_text()
+    resumed = cli(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert (tmp_path / "out" / "tokenizer.json").read_text() == vocabulary
