@@ -97,7 +97,7 @@ def run_plm(samples: int, output_dir: str) -> dict:
     )
     return {
         "learning_rate": result.metrics["train"]["learning_rate"],
-        "samples_per_second": result.metrics["train"]["samples_per_second"],
+        "samples_per_second": result.timing["samples_per_second"],
         "accuracy": result.metrics["validation"]["accuracy"],
     }
 

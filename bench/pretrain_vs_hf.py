@@ -118,7 +118,7 @@ def run_plm(corpus_path: Path, steps: int, args) -> dict:
     metrics = result.metrics
     return {
         "learning_rate": metrics["train"]["learning_rate"],
-        "tokens_per_second": metrics["train"]["tokens_per_second"],
+        "tokens_per_second": result.timing["tokens_per_second"],
         "before": metrics["validation"]["before"],
         "after": metrics["validation"]["after"],
     }

@@ -24,7 +24,7 @@ def _fold(text: str) -> str:
 
 def check(config: CheckConfig) -> dict:
     """The report of ``config.data`` (and its overlap with ``config.validation``) as a dict."""
-    frame = data.read_table(config.data)
+    frame = data.read_table(config.data, config.encoding)
     columns = data.detect_columns(
         frame, config.data, config.text_column, config.label_column, pair_column=config.text_pair_column
     )
@@ -75,7 +75,7 @@ def check(config: CheckConfig) -> dict:
         ],
     }
     if config.validation is not None:
-        validation = data.read_table(config.validation)
+        validation = data.read_table(config.validation, config.encoding)
         given = columns.text if columns.text in validation.columns else config.text_column
         validation_text = data.detect_columns(validation, config.validation, given, need_label=False).text
         shared = sorted({_fold(t) for t in validation[validation_text]} & set(labels_of))

@@ -114,6 +114,22 @@ def check_settings(saved: dict, current: dict, allow_changes: bool) -> list[str]
     return changes
 
 
+def start_from(checkpoint: Path, settings: dict, allow_changes: bool) -> dict:
+    """Check these settings against the checkpoint's, say where training resumes, return its manifest."""
+    saved = read_manifest(checkpoint)
+    changes = check_settings(saved["settings"], settings, allow_changes)
+    if changes:
+        console.warn(f"resuming with changed settings: {'; '.join(changes)}.")
+    console.info(f"Resuming from {checkpoint} (step {saved['step']}).")
+    return saved
+
+
+def clear(directory: Path) -> None:
+    """Remove the checkpoints of a run that --overwrite replaces (a fresh run starts without any)."""
+    if console.is_main_process() and directory.is_dir():
+        shutil.rmtree(directory)
+
+
 def remove_partials(directory: Path) -> None:
     """Remove the staging directories of saves that a kill cut short."""
     if console.is_main_process() and directory.is_dir():

@@ -8,6 +8,7 @@ name the user would type, so the CLI and Python callers get the same messages::
     result = finetune(FinetuneConfig(data="reviews.csv", epochs=1))
 """
 
+import codecs
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -47,6 +48,13 @@ def _check_positive(name: str, value: Optional[float]) -> None:
         raise PlmError(f"{name} must be greater than 0; got {value}.")
 
 
+def _check_encoding(encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise PlmError(f"--encoding {encoding} is not an encoding Python knows; try utf-8, latin-1, cp1252.") from None
+
+
 def _check_resume(resume: bool, overwrite: bool, allow_changed_settings: bool) -> None:
     if resume and overwrite:
         raise PlmError("--resume continues the run in --output and --overwrite starts it again; pass one of them.")
@@ -60,6 +68,7 @@ class FinetuneConfig:
 
     data: str  # CSV, TSV, JSON, JSONL or Parquet with a text and a label column
     model: Optional[str] = None  # base model: None is the bundled MiniLM; else a local dir or a hub id
+    allow_pickle: bool = False  # also load pickled .bin weights (read with torch's weights_only=True)
     output: str = "runs/finetune"  # output directory
     validation: Optional[str] = None  # a labelled file for validation; else a split of `data`
     validation_split: float = 0.1  # share of `data` held out (stratified) when `validation` is None
@@ -68,6 +77,8 @@ class FinetuneConfig:
     text_pair_column: Optional[str] = None  # the second text of sentence pairs (encoded as a pair, not appended)
     multi_label: bool = False  # a row may have several labels, joined by label_separator
     label_separator: str = "|"
+    encoding: str = "utf-8"  # of the data files (UTF-8 may start with a byte-order mark)
+    drop_invalid: bool = False  # skip (and count) rows with an empty text or label instead of refusing them
     class_weights: str = "auto"  # auto: weight the loss when the largest class is > 3x the smallest; none
     early_stopping: Optional[int] = None  # stop after this many evaluations (epochs) without improving `metric`
     metric: str = "macro_f1"  # what picks the best model under early stopping
@@ -104,6 +115,7 @@ class FinetuneConfig:
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--precision", self.precision, PRECISIONS)
         _check_choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
+        _check_encoding(self.encoding)
         if self.multi_label:
             _check_choice("--metric with --multi-label", self.metric, MULTI_LABEL_METRICS)
         else:
@@ -120,6 +132,7 @@ class PretrainConfig:
 
     corpus: list[str]  # text files (.gz too), directories, globs, or '-' for stdin
     model: Optional[str] = None  # base model: None is the bundled MiniLM; ignored with from_scratch
+    allow_pickle: bool = False  # also load pickled .bin weights (read with torch's weights_only=True)
     output: str = DEFAULT_PRETRAINED
     max_length: int = 128  # tokens per block (or per line with line_by_line), special tokens included
     line_by_line: bool = False  # one example per line instead of run_mlm.py's concatenated blocks
@@ -183,6 +196,7 @@ class FillMaskConfig:
 
     texts: list[str]
     model: str = DEFAULT_PRETRAINED
+    allow_pickle: bool = False  # also load pickled .bin weights (read with torch's weights_only=True)
     top_k: int = 5  # fillers per mask, best first
     format: str = "table"  # table or json
     device: str = "auto"
@@ -209,10 +223,12 @@ class CheckConfig:
     model: Optional[str] = None  # whose tokenizer measures lengths; None: the bundled MiniLM
     max_length: int = 128  # report the share of texts longer than this
     format: str = "table"
+    encoding: str = "utf-8"  # of the data files
 
     def __post_init__(self) -> None:
         _check_positive("--max-length", self.max_length)
         _check_choice("--format", self.format, ("table", "json"))
+        _check_encoding(self.encoding)
 
 
 @dataclass
@@ -221,6 +237,7 @@ class EvaluateConfig:
 
     data: str  # a labelled CSV, TSV, JSON, JSONL or Parquet file
     model: str = DEFAULT_CLASSIFIER
+    allow_pickle: bool = False  # also load pickled .bin weights (read with torch's weights_only=True)
     output: Optional[str] = None  # report directory; None: <model>/eval
     format: str = "table"  # table or json, for what is printed
     text_column: Optional[str] = None  # None: the model's training column if the file has it, else detected
@@ -229,6 +246,8 @@ class EvaluateConfig:
     long: str = "truncate"  # texts longer than max_length: truncate, or sliding (overlapping windows, averaged)
     batch_size: int = 64
     max_length: Optional[int] = None  # None: the model's own limit
+    encoding: str = "utf-8"  # of the data file
+    drop_invalid: bool = False  # skip (and count) rows with an empty text or label instead of refusing them
     device: str = "auto"
     precision: str = "auto"
     overwrite: bool = False
@@ -236,6 +255,7 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         for name, value in (("--batch-size", self.batch_size), ("--max-length", self.max_length)):
             _check_positive(name, value)
+        _check_encoding(self.encoding)
         _check_choice("--long", self.long, LONG_TEXTS)
         _check_choice("--format", self.format, ("table", "json"))
         _check_choice("--device", self.device, DEVICES)
@@ -249,6 +269,7 @@ class PredictConfig:
     texts: list[str] = field(default_factory=list)  # texts given on the command line
     file: Optional[str] = None  # txt (one text per line), CSV/TSV/JSON/JSONL/Parquet, or '-' for stdin
     model: str = DEFAULT_CLASSIFIER
+    allow_pickle: bool = False  # also load pickled .bin weights (read with torch's weights_only=True)
     output: Optional[str] = None  # write results here instead of stdout
     format: Optional[str] = None  # table, json or csv; None: from --output's extension, else table
     top_k: int = 1  # labels shown per text, best first
@@ -258,15 +279,20 @@ class PredictConfig:
     text_column: Optional[str] = None  # for tabular files; None: the model's training column if present, else detected
     text_pair_column: Optional[str] = None  # None: the model's training pair column, if it had one
     long: str = "truncate"  # texts longer than max_length: truncate, or sliding (overlapping windows, averaged)
+    encoding: str = "utf-8"  # of --file
     device: str = "auto"
     precision: str = "auto"
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        _check_encoding(self.encoding)
         if self.texts and self.file:
             raise PlmError("give texts as arguments or --file, not both.")
         if not self.texts and not self.file:
             raise PlmError("nothing to predict: give one or more texts, or --file PATH (- for stdin).")
+        for number, text in enumerate(self.texts, 1):
+            if not text.strip():
+                raise PlmError(f"text {number} is empty; give texts with words in them.")
         for name, value in (
             ("--top-k", self.top_k),
             ("--batch-size", self.batch_size),

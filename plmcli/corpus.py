@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plmcli.errors import PlmError
+from plmcli.errors import PlmError, undecodable
 
 CORPUS_SUFFIXES = (".txt", ".txt.gz", ".text", ".text.gz")  # what a directory contributes
 SHORT_PAIR_PROBABILITY = 0.1  # BERT's short_seq_prob: some NSP pairs are shorter than max_length
@@ -64,10 +64,7 @@ def _decode(raw: bytes, name: str) -> str:
     try:
         text = raw.decode("utf-8-sig")  # drops a UTF-8 byte-order mark
     except UnicodeDecodeError as exc:
-        raise PlmError(
-            f"{name} is not UTF-8 text (invalid byte at offset {exc.start}); convert it first, "
-            "e.g. iconv -f latin1 -t utf-8."
-        ) from exc
+        raise undecodable(name, raw, "utf-8", "convert it to UTF-8 first, e.g. iconv -f latin1 -t utf-8.") from exc
     if "\x00" in text:
         raise PlmError(f"{name} looks like a binary file (it contains NUL bytes), not text.")
     return text

@@ -8,7 +8,9 @@ always said. Labels are the user's strings; ``label_names`` (sorted, numerically
 label is an integer) fixes their ids for every split.
 """
 
+import codecs
 import csv
+import io
 import json
 import re
 import sys
@@ -20,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from plmcli import console
-from plmcli.errors import PlmError
+from plmcli.errors import PlmError, undecodable
 
 TABLE_SUFFIXES = {
     ".csv": "CSV",
@@ -126,8 +128,8 @@ def _stringify(value: object) -> str:
     return str(value)
 
 
-def _read_json_records(path: Path, lines: bool) -> list[dict]:
-    text = path.read_text(encoding="utf-8-sig")
+def _read_json_records(path: Path, lines: bool, encoding: str) -> list[dict]:
+    text = path.read_text(encoding=encoding)
     if lines:
         records = [json.loads(line) for line in text.splitlines() if line.strip()]
     else:
@@ -145,8 +147,60 @@ def _read_json_records(path: Path, lines: bool) -> list[dict]:
     return records
 
 
-def read_table(path_str: str) -> pd.DataFrame:
-    """Read a CSV, TSV, JSON, JSONL or Parquet file (by extension) into a DataFrame of strings."""
+def python_encoding(encoding: str) -> str:
+    """The codec to read a file with: UTF-8 as utf-8-sig, so a byte-order mark is dropped."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise PlmError(
+            f"--encoding {encoding} is not an encoding Python knows; try utf-8, latin-1 or cp1252."
+        ) from None
+    return "utf-8-sig" if name == "utf-8" else encoding
+
+
+def _delimiter(path: Path, kind: str, encoding: str, quiet: bool = False) -> str:
+    """The field separator: the extension's, unless the header line plainly uses another (a TSV named .csv)."""
+    with open(path, "rb") as stream:
+        header = next((line for line in stream if line.strip()), b"").decode(encoding, errors="replace")
+    counts = {sep: header.count(sep) for sep in (",", "\t", ";")}
+    expected = "," if kind == "CSV" else "\t"
+    if counts[expected]:
+        return expected
+    found = max(counts, key=counts.get)
+    if counts[found]:
+        if not quiet:
+            console.info(f"{path}: the header is separated by {SEPARATOR_NAMES[found]}; reading the file that way.")
+        return found
+    return expected
+
+
+SEPARATOR_NAMES = {",": "commas", "\t": "tabs", ";": "semicolons"}
+
+
+def _parser_error(path: Path, separator: str, exc: Exception) -> PlmError:
+    """pandas' tokenizer errors as one line with the line number and what to do."""
+    reason = " ".join(str(exc).split())
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", reason)
+    if fields:
+        expected, line, found = fields.groups()
+        return PlmError(
+            f"{path} line {line} has {found} fields where the header has {expected}; "
+            f"put quotes around values that contain {SEPARATOR_NAMES[separator][:-1]}s, or fix that line."
+        )
+    unclosed = re.search(r"EOF inside string starting at row (\d+)", reason)
+    if unclosed:
+        return PlmError(
+            f'{path} line {int(unclosed.group(1)) + 1}: a quoted value is never closed; add the closing ".'
+        )
+    return PlmError(f"cannot read {path}: {reason}")
+
+
+def read_table(path_str: str, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a CSV, TSV, JSON, JSONL or Parquet file (by extension) into a DataFrame of strings.
+
+    Every cell is read as the text written ('01', 'NA' and 'True' stay as they are). A CSV whose
+    header is separated by tabs or semicolons (or a TSV by commas) is read with that separator.
+    """
     path = Path(path_str)
     kind = TABLE_SUFFIXES.get(path.suffix.lower())
     if kind is None:
@@ -157,18 +211,21 @@ def read_table(path_str: str) -> pd.DataFrame:
         raise PlmError(f"file not found: {path}")
     if path.is_dir():
         raise PlmError(f"{path} is a directory; expected a {kind} file.")
+    codec = python_encoding(encoding)
+    separator = None
     try:
         if kind in ("CSV", "TSV"):
+            separator = _delimiter(path, kind, codec)
             frame = pd.read_csv(
                 path,
-                sep="," if kind == "CSV" else "\t",
+                sep=separator,
                 dtype=str,
                 keep_default_na=False,
                 na_filter=False,
-                encoding="utf-8-sig",
+                encoding=codec,
                 skip_blank_lines=True,
                 # GLUE-style TSV files carry bare quotes inside sentences.
-                quoting=csv.QUOTE_MINIMAL if kind == "CSV" else csv.QUOTE_NONE,
+                quoting=csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL,
             )
         else:
             # Cells become strings one by one, before pandas could widen a column with a gap to floats (1 -> 1.0).
@@ -178,7 +235,7 @@ def read_table(path_str: str) -> pd.DataFrame:
                 table = pyarrow.parquet.read_table(path)
                 records, names = table.to_pylist(), table.column_names
             else:
-                records = _read_json_records(path, lines=kind == "JSONL")
+                records = _read_json_records(path, lines=kind == "JSONL", encoding=codec)
                 names = list(dict.fromkeys(key for record in records for key in record))
             frame = pd.DataFrame(
                 [[_stringify(r.get(name)) for name in names] for r in records], columns=names, dtype=str
@@ -186,8 +243,11 @@ def read_table(path_str: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise PlmError(f"{path} is empty; expected a header row and data rows.") from None
     except UnicodeDecodeError as exc:
-        raise PlmError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8.") from exc
-    except (pd.errors.ParserError, json.JSONDecodeError, ValueError, OSError) as exc:
+        hint = "pass --encoding with the file's encoding (like --encoding latin-1), or save it as UTF-8."
+        raise undecodable(str(path), path.read_bytes(), codec, hint) from exc
+    except pd.errors.ParserError as exc:
+        raise _parser_error(path, separator or ",", exc) from exc
+    except (json.JSONDecodeError, ValueError, OSError) as exc:
         reason = " ".join(str(exc).split())
         raise PlmError(f"cannot read {path} as {kind}: {reason}") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -199,6 +259,31 @@ def read_table(path_str: str) -> pd.DataFrame:
     if len(frame) == 0:
         raise PlmError(f"{path} has a header but no rows.")
     return frame
+
+
+def row_lines(path_str: str, encoding: str = "utf-8") -> Optional[list[int]]:
+    """The line of the file on which each row of ``read_table`` starts; None for JSON and Parquet.
+
+    Quoted values may span lines, so the lines are counted by a CSV reader, not by row numbers.
+    Used only to point at rows in an error message.
+    """
+    path = Path(path_str)
+    kind = TABLE_SUFFIXES.get(path.suffix.lower())
+    if kind in (None, "JSON", "Parquet"):
+        return None
+    codec = python_encoding(encoding)
+    text = path.read_text(encoding=codec)
+    if kind == "JSONL":
+        return [number for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    separator = _delimiter(path, kind, codec, quiet=True)
+    quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, quoting=quoting)
+    starts, previous = [], 0
+    for record in reader:
+        if record:  # blank lines are skipped, as pandas does
+            starts.append(previous + 1)
+        previous = reader.line_num
+    return starts[1:]  # the header is not a row
 
 
 def _find_by_name(columns: list[str], names: tuple[str, ...], exclude: set[str]) -> Optional[str]:
@@ -347,24 +432,63 @@ class LabelledRows:
     kept: list[int]
 
 
-def labelled_rows(frame: pd.DataFrame, columns: Columns, separator: Optional[str] = None) -> LabelledRows:
-    """The rows with a text, a pair text (with a pair column) and a label; ``separator`` splits multi-labels."""
+def labelled_rows(
+    frame: pd.DataFrame,
+    columns: Columns,
+    separator: Optional[str] = None,
+    source: str = "",
+    encoding: str = "utf-8",
+    drop_invalid: bool = False,
+) -> LabelledRows:
+    """The rows with a text, a pair text (with a pair column) and a label; ``separator`` splits multi-labels.
+
+    A row missing one of them is refused with its line in ``source``, or skipped (and counted by
+    the caller) with ``drop_invalid``. A multi-label row with an empty label cell is kept: it is
+    a row none of the labels applies to.
+    """
     texts = frame[columns.text].tolist()
     pairs = frame[columns.pair].tolist() if columns.pair else None
     cells = [cell.strip() for cell in frame[columns.label].tolist()]
     labels = [split_labels(cell, separator) for cell in cells] if separator else cells
-    # A multi-label row with an empty label cell is kept: it is a row none of the labels applies to.
-    keep = [
-        i
-        for i, (t, y) in enumerate(zip(texts, labels))
-        if t.strip() and (y or separator) and (pairs is None or pairs[i].strip())
-    ]
+    invalid, missing = [], set()
+    for i, (text, label) in enumerate(zip(texts, labels)):
+        empty = [
+            what
+            for what, is_empty in (
+                ("text", not text.strip()),
+                ("pair text", pairs is not None and not pairs[i].strip()),
+                ("label", not label and not separator),
+            )
+            if is_empty
+        ]
+        if empty:
+            invalid.append(i)
+            missing.update(empty)
+    if invalid and not drop_invalid:
+        what = " or ".join(name for name in ("text", "pair text", "label") if name in missing)
+        raise PlmError(
+            f"{source} has {len(invalid)} row{'s' if len(invalid) > 1 else ''} with an empty {what} "
+            f"({_where(invalid, source, encoding, len(frame))}); fill them in, or pass --drop-invalid to skip them."
+        )
+    skipped = set(invalid)
+    keep = [i for i in range(len(texts)) if i not in skipped]
     return LabelledRows(
         texts=[texts[i] for i in keep],
         pairs=[pairs[i] for i in keep] if pairs is not None else None,
         labels=[labels[i] for i in keep],
         kept=keep,
     )
+
+
+def _where(rows: list[int], source: str, encoding: str, count: int) -> str:
+    """'lines 4, 9' (or 'rows 3, 8' where lines mean nothing) for row indices of a table read from ``source``."""
+    lines = row_lines(source, encoding) if source else None
+    if lines is not None and len(lines) == count:
+        unit, numbers = "line", [lines[i] for i in rows]
+    else:
+        unit, numbers = "row", [i + 1 for i in rows]
+    shown = ", ".join(map(str, numbers[:10])) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+    return f"{unit}{'s' if len(numbers) > 1 else ''} {shown}"
 
 
 def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -395,12 +519,17 @@ def load_classification(
     pair_column: Optional[str] = None,
     multi_label: bool = False,
     label_separator: str = "|",
+    encoding: str = "utf-8",
+    drop_invalid: bool = False,
 ) -> ClassificationData:
-    """Read the labelled training file (and validation file), detect columns, encode labels, split."""
+    """Read the labelled training file (and validation file), detect columns, encode labels, split.
+
+    Rows with an empty text or label are refused with their lines, or skipped with ``drop_invalid``.
+    """
     separator = label_separator if multi_label else None
-    frame = read_table(data)
+    frame = read_table(data, encoding)
     columns = detect_columns(frame, data, text_column, label_column, pair_column=pair_column)
-    rows = labelled_rows(frame, columns, separator)
+    rows = labelled_rows(frame, columns, separator, data, encoding, drop_invalid)
     dropped = len(frame) - len(rows.kept)
     what = "a text, a pair text" if columns.pair else "a text"
     if not rows.texts:
@@ -408,14 +537,14 @@ def load_classification(
             f"{data} has no row with both {what} (column '{columns.text}') and a label (column '{columns.label}')."
         )
     if validation is not None:
-        validation_frame = read_table(validation)
+        validation_frame = read_table(validation, encoding)
         # The validation file may name its columns differently (train.tsv's 'sentence' is dev.tsv's 'content').
         given_text = columns.text if columns.text in validation_frame.columns else text_column
         given_label = columns.label if columns.label in validation_frame.columns else label_column
         validation_columns = detect_columns(
             validation_frame, validation, given_text, given_label, pair_column=pair_column
         )
-        held_out = labelled_rows(validation_frame, validation_columns, separator)
+        held_out = labelled_rows(validation_frame, validation_columns, separator, validation, encoding, drop_invalid)
         if not held_out.texts:
             raise PlmError(f"{validation} has no row with both {what} and a label.")
         dropped += len(validation_frame) - len(held_out.kept)
@@ -515,6 +644,7 @@ def read_texts(
     text_column: Optional[str] = None,
     pair_column: Optional[str] = None,
     trained_column: Optional[str] = None,
+    encoding: str = "utf-8",
 ) -> tuple[list[str], Optional[list[str]], Optional[pd.DataFrame], Optional[str]]:
     """Texts to classify from a file: a table (text column detected) or plain lines ('-' reads stdin).
 
@@ -528,17 +658,19 @@ def read_texts(
     else:
         path = Path(file)
         if path.suffix.lower() in TABLE_SUFFIXES:
-            frame = read_table(file)
+            frame = read_table(file, encoding)
             if text_column is None and trained_column in frame.columns and trained_column != pair_column:
                 text_column = trained_column
             column = detect_columns(frame, file, text_column, need_label=False, pair_column=pair_column).text
             pairs = frame[pair_column].tolist() if pair_column else None
             return frame[column].tolist(), pairs, frame, column
         check_readable(file)
+        codec = python_encoding(encoding)
         try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            lines = path.read_text(encoding=codec).splitlines()
         except UnicodeDecodeError as exc:
-            raise PlmError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8.") from exc
+            hint = "pass --encoding with the file's encoding (like --encoding latin-1), or save it as UTF-8."
+            raise undecodable(str(path), path.read_bytes(), codec, hint) from exc
         source = str(path)
     if pair_column:
         raise PlmError(f"text pairs need a table (CSV, TSV, JSON, JSONL or Parquet) with column '{pair_column}'.")

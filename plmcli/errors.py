@@ -28,3 +28,15 @@ class Interrupted(BaseException):
     def __init__(self, signal_number: int, signal_name: str, message: str = "") -> None:
         super().__init__(message or f"interrupted by {signal_name}; unfinished output was removed.")
         self.exit_code = 128 + signal_number
+
+
+def undecodable(name: str, raw: bytes, encoding: str, hint: str) -> PlmError:
+    """The one-line error for bytes that are not ``encoding`` text: the file, the line, the reason, a fix."""
+    try:
+        raw.decode(encoding)
+        start, reason = 0, "undecodable"
+    except UnicodeDecodeError as exc:
+        start, reason = exc.start, exc.reason
+    line = raw.count(b"\n", 0, start) + 1
+    shown = "UTF-8" if encoding.lower().replace("_", "-") in ("utf-8", "utf-8-sig", "utf8") else encoding
+    return PlmError(f"{name} line {line} is not {shown} text ({reason}); {hint}")

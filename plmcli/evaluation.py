@@ -34,8 +34,8 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
     output = check_output_dir(
         config.output or str(Path(config.model) / "eval"), config.overwrite, (config.data,), marker="metrics.json"
     )
-    frame = data.read_table(config.data)
-    classifier = load_for_inference(config.model, config.device, config.precision, config.max_length, config.long)
+    frame = data.read_table(config.data, config.encoding)
+    classifier = load_for_inference(config)
     saved = classifier.trained_with
     columns = data.detect_columns(
         frame,
@@ -45,11 +45,11 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         pair_column=config.text_pair_column or saved.get("text_pair_column"),
     )
     separator = classifier.separator if classifier.multi_label else None
-    rows = data.labelled_rows(frame, columns, separator)
+    rows = data.labelled_rows(frame, columns, separator, config.data, config.encoding, config.drop_invalid)
     if not rows.texts:
         raise PlmError(f"{config.data} has no row with both a text and a label.")
     if len(rows.kept) < len(frame):
-        console.warn(f"skipped {len(frame) - len(rows.kept)} rows with an empty text or label.")
+        console.warn(f"--drop-invalid: skipped {len(frame) - len(rows.kept)} rows with an empty text or label.")
     label_names = classifier.label_names
     label2id = {name: i for i, name in enumerate(label_names)}
     given = {name for y in rows.labels for name in y} if separator else set(rows.labels)

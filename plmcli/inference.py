@@ -181,17 +181,16 @@ class Classifier:
         return one_hot
 
 
-def load_for_inference(
-    model_name: str, device: str, precision: str, max_length: Optional[int], long: str = "truncate"
-) -> Classifier:
-    """Load a fine-tuned classifier (refusing what is not one) on the chosen device and precision."""
-    device = modeling.choose_device(device)
-    precision = modeling.choose_precision(precision, device)
+def load_for_inference(config) -> Classifier:
+    """Load the fine-tuned classifier of a predict or evaluate config (refusing what is not one) where it runs."""
+    device = modeling.choose_device(config.device)
+    precision = modeling.choose_precision(config.precision, device)
     modeling.quiet_libraries()
-    tokenizer, model = modeling.load_classifier(model_name)
+    tokenizer, model = modeling.load_classifier(config.model, config.allow_pickle)
     speed.score_first_token_only(model)
     limit = modeling.model_limit(tokenizer, model)
-    return Classifier(tokenizer, model, device, precision, min(max_length or limit, limit), long == "sliding")
+    max_length = min(config.max_length or limit, limit)
+    return Classifier(tokenizer, model, device, precision, max_length, config.long == "sliding")
 
 
 def read_inputs(config, classifier: Classifier, pair_column: Optional[str]):
@@ -210,7 +209,7 @@ def read_inputs(config, classifier: Classifier, pair_column: Optional[str]):
         return list(config.texts), None, None, None
     from plmcli import data  # pandas: only when reading a file
 
-    return data.read_texts(config.file, config.text_column, pair_column, saved.get("text_column"))
+    return data.read_texts(config.file, config.text_column, pair_column, saved.get("text_column"), config.encoding)
 
 
 def to_csv(rows: list[dict], columns: list[str]) -> str:
@@ -274,7 +273,7 @@ def predict(config: PredictConfig) -> PredictResult:
         from plmcli import data  # pandas: only when reading a file
 
         data.check_readable(config.file)  # a missing file is said before the model loads
-    classifier = load_for_inference(config.model, config.device, config.precision, config.max_length, config.long)
+    classifier = load_for_inference(config)
     pair_column = config.text_pair_column or classifier.trained_with.get("text_pair_column")
     texts, pairs, table, text_column = read_inputs(config, classifier, pair_column)
     started = time.perf_counter()
@@ -340,7 +339,7 @@ def fill_mask(config: FillMaskConfig) -> list[dict]:
 
     device = modeling.choose_device(config.device)
     modeling.quiet_libraries()
-    tokenizer, model = modeling.load_masked_lm(config.model)
+    tokenizer, model = modeling.load_masked_lm(config.model, config.allow_pickle)
     texts = [_with_model_mask(text, tokenizer.mask_token) for text in config.texts]
     for original, text in zip(config.texts, texts):
         if tokenizer.mask_token not in text:

@@ -33,6 +33,7 @@ class ModelSource:
     location: str
     name: str
     local: bool
+    allow_pickle: bool = False  # also load pickled (.bin) weights, which torch reads with weights_only=True
 
 
 def bundled_model_dir() -> Path:
@@ -45,7 +46,7 @@ def bundled_model_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-def resolve(model: Optional[str]) -> ModelSource:
+def resolve(model: Optional[str], allow_pickle: bool = False) -> ModelSource:
     """Turn --model into a ModelSource; refuse what is neither a model directory nor a well-formed hub id."""
     if model is None:
         return ModelSource(str(bundled_model_dir()), BUNDLED_NAME, local=True)
@@ -55,7 +56,7 @@ def resolve(model: Optional[str]) -> ModelSource:
             raise PlmError(f"--model {model} is a file; expected a model directory or a Hugging Face model id.")
         if not (path / "config.json").is_file():
             raise PlmError(f"{model} is not a model directory: config.json is missing.")
-        return ModelSource(str(path), str(model), local=True)
+        return ModelSource(str(path), str(model), local=True, allow_pickle=allow_pickle)
     # './x', '/x', 'a/b/c' or 'runs/x' beside an existing 'runs/' name a directory, not a hub id.
     looks_local = (
         model.startswith((".", "/", "~", "\\"))
@@ -66,7 +67,7 @@ def resolve(model: Optional[str]) -> ModelSource:
         raise PlmError(f"model directory not found: {model}")
     if not HUB_ID.match(model):
         raise PlmError(f"'{model}' is neither a local model directory nor a Hugging Face model id (like owner/name).")
-    return ModelSource(model, model, local=False)
+    return ModelSource(model, model, local=False, allow_pickle=allow_pickle)
 
 
 def read_config(directory: str) -> dict:
@@ -82,12 +83,18 @@ def read_config(directory: str) -> dict:
 
 def _load(loader, source: ModelSource, what: str, **kwargs):
     """Call a from_pretrained with plm's safety settings and turn its failures into one line."""
+    import pickle
+
     import huggingface_hub.errors as hub_errors
     from safetensors import SafetensorError
 
     try:
         return loader(
-            source.location, use_safetensors=True, trust_remote_code=False, local_files_only=source.local, **kwargs
+            source.location,
+            use_safetensors=None if source.allow_pickle else True,
+            trust_remote_code=False,
+            local_files_only=source.local,
+            **kwargs,
         )
     except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as exc:
         raise PlmError(
@@ -99,8 +106,21 @@ def _load(loader, source: ModelSource, what: str, **kwargs):
         raise PlmError(
             f"'{source.name}' is not a model on the Hugging Face Hub (or it is private). {OFFLINE_HINT}"
         ) from exc
-    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, pickle.UnpicklingError) as exc:
         reason = " ".join(str(exc).split())
+        if "custom code" in reason or "trust_remote_code" in reason:
+            raise PlmError(
+                f"{source.name} needs its own Python code (auto_map in config.json); plm never runs code that "
+                "comes with a model. Use a model of a standard architecture (BERT, RoBERTa, ...)."
+            ) from exc
+        weights = Path(source.location) / "model.safetensors"
+        broken = isinstance(exc, SafetensorError) or "deserializing header" in reason
+        if source.local and broken and weights.exists():
+            raise PlmError(
+                f"{weights} is not a valid safetensors file ({reason}); "
+                "the model directory is broken: train or download it again.",
+                RUNTIME_FAILURE,
+            ) from exc
         if not source.local and ("connect" in reason.lower() or "offline" in reason.lower()):
             raise PlmError(
                 f"cannot load '{source.name}': it is not a local directory and the Hugging Face Hub "
@@ -110,7 +130,7 @@ def _load(loader, source: ModelSource, what: str, **kwargs):
         if "safetensors" in reason.lower() and source.local and not list(Path(source.location).glob("*.safetensors")):
             raise PlmError(
                 f"{source.name} has no safetensors weights; plm loads only model.safetensors "
-                "(pickled .bin files can run code)."
+                "(pickled .bin files can run code). Pass --allow-pickle if you trust this model."
             ) from exc
         if len(reason) > 300:
             reason = reason[:297] + "..."
@@ -243,13 +263,13 @@ def new_bert(size: str, tokenizer, objective: str, max_length: int):
     return (BertForPreTraining if objective == "mlm+nsp" else BertForMaskedLM)(config)
 
 
-def load_masked_lm(model: str):
+def load_masked_lm(model: str, allow_pickle: bool = False):
     """A model with a trained masked-LM head and its tokenizer, for fill-mask; anything else is refused."""
     from transformers import AutoModelForMaskedLM
 
     if model == DEFAULT_PRETRAINED and not Path(DEFAULT_PRETRAINED).exists():
         raise PlmError(f"no model at {DEFAULT_PRETRAINED}; pretrain one with `plm pretrain CORPUS`, or pass --model.")
-    source = resolve(model)
+    source = resolve(model, allow_pickle)
     if source.local:
         architectures = read_config(source.location).get("architectures") or []
         if any(a.endswith("ForSequenceClassification") for a in architectures):
@@ -286,13 +306,13 @@ def has_label_names(config: dict) -> bool:
     return bool(id2label) and not all(re.fullmatch(r"LABEL_\d+", str(v)) for v in id2label.values())
 
 
-def load_classifier(model: str):
+def load_classifier(model: str, allow_pickle: bool = False):
     """A fine-tuned classifier and its tokenizer for inference; anything else is refused with one line."""
     from transformers import AutoModelForSequenceClassification
 
     if model == DEFAULT_CLASSIFIER and not Path(DEFAULT_CLASSIFIER).exists():
         raise PlmError(f"no model at {DEFAULT_CLASSIFIER}; train one with `plm finetune DATA`, or pass --model.")
-    source = resolve(model)
+    source = resolve(model, allow_pickle)
     if source.local:
         config = read_config(source.location)
         architectures = config.get("architectures") or []
@@ -307,12 +327,31 @@ def load_classifier(model: str):
                 f"{model} has no label names in config.json (only LABEL_0, LABEL_1, ...); "
                 "fine-tune it with plm or set id2label in its config.json."
             )
+        outputs, names = _head_outputs(Path(source.location)), len(config.get("id2label") or {})
+        if outputs is not None and outputs != names:
+            raise PlmError(
+                f"{model} names {names} labels in config.json (id2label) but its classification head has "
+                f"{outputs} outputs; the model directory is broken.",
+                RUNTIME_FAILURE,
+            )
     tokenizer = load_tokenizer(source)
     classifier = _load(AutoModelForSequenceClassification.from_pretrained, source, "model")
     if not source.local and not has_label_names(classifier.config.to_dict()):
         raise PlmError(f"{model} has no label names in its config (only LABEL_0, LABEL_1, ...).")
     classifier.eval()
     return tokenizer, classifier
+
+
+def _head_outputs(directory: Path) -> Optional[int]:
+    """How many outputs the classification head in model.safetensors has (None if that cannot be read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(directory / "model.safetensors", "pt") as weights:
+            heads = [key for key in weights.keys() if re.search(r"(classifier|score)(\.out_proj)?\.weight$", key)]
+            return weights.get_slice(heads[-1]).get_shape()[0] if heads else None
+    except (OSError, SafetensorError):
+        return None
 
 
 def model_limit(tokenizer, model) -> int:

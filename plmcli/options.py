@@ -76,6 +76,25 @@ OverwriteOption = Annotated[
         "--overwrite", help="Replace an existing output (the old one stays intact until the new one is complete)."
     ),
 ]
+EncodingOption = Annotated[
+    str,
+    typer.Option(
+        help="Text encoding of the data file, like latin-1 or cp1252 (UTF-8 may start with a byte-order mark)."
+    ),
+]
+DropInvalidOption = Annotated[
+    bool,
+    typer.Option(
+        "--drop-invalid", help="Skip (and count) rows with an empty text or label instead of refusing the file."
+    ),
+]
+AllowPickleOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-pickle",
+        help="Also load pickled .bin weights (read with torch's weights_only=True); by default only safetensors.",
+    ),
+]
 ResumeOption = Annotated[
     bool,
     typer.Option(

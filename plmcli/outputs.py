@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from plmcli import console
-from plmcli.errors import PlmError
+from plmcli.errors import RUNTIME_FAILURE, PlmError
 
 CHECKPOINTS = "checkpoints"  # where a training run keeps its checkpoints, under its output directory
 
@@ -127,6 +127,22 @@ def staged_dir(final: Path) -> Iterator[Path]:
     finally:
         if main and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def writing(final: Path) -> Iterator[None]:
+    """Turn a failed write of the finished model (disk full, file too large) into one line, exit 1.
+
+    The writes go to the staging directory, so what was under ``final`` is still there as it was.
+    """
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:200]
+        what = "was left as it was" if final.exists() else "was not created"
+        raise PlmError(f"could not write the model to {final}: {reason}. {final} {what}.", RUNTIME_FAILURE) from exc
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -11,14 +11,13 @@ BertForPreTraining.
 
 import hashlib
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from plmcli import checkpoints, console, corpus, modeling, reporting, speed
 from plmcli.config import PretrainConfig, default_learning_rate
-from plmcli.outputs import check_output_dir, staged_dir
+from plmcli.outputs import check_output_dir, staged_dir, writing
 from plmcli.training import train
 
 
@@ -27,7 +26,8 @@ class PretrainResult:
     """What a pretrain run produced: where the model is and what metrics.json says about it."""
 
     output: Path
-    metrics: dict
+    metrics: dict  # metrics.json's content: the same for the same seed and data
+    timing: dict  # runtime_seconds, tokens_per_second (in manifest.json)
     notes: list[str] = field(default_factory=list)
 
 
@@ -158,7 +158,7 @@ def training_arguments(config: PretrainConfig, output_dir: Path, device: str, pr
 
 def pretrain(config: PretrainConfig) -> PretrainResult:
     """Continue (or start) masked-LM pretraining on a corpus and write the model to ``config.output``."""
-    source = None if config.from_scratch else modeling.resolve(config.model)
+    source = None if config.from_scratch else modeling.resolve(config.model, config.allow_pickle)
     local_model = (source.location,) if source and source.local else ()
     output = check_output_dir(
         config.output, config.overwrite, tuple(config.corpus) + local_model, resume=config.resume
@@ -225,7 +225,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     held_out = masked_batches(
         validation_examples, masking_collator(tokenizer, config, config.seed), config.batch_size * 2
     )
-    settings = {
+    resume_settings = {
         "corpus (sha256)": hashlib.sha256("\n".join(text.lines).encode("utf-8")).hexdigest(),
         "--model": base_name,
         "--objective": config.objective,
@@ -245,15 +245,10 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         "processes": console.world_size(),
     }
     if resume_from is not None:
-        saved = checkpoints.read_manifest(resume_from)
-        changes = checkpoints.check_settings(saved["settings"], settings, config.allow_changed_settings)
-        if changes:
-            console.warn(f"resuming with changed settings: {'; '.join(changes)}.")
-        console.info(f"Resuming from {resume_from} (step {saved['step']}).")
+        saved = checkpoints.start_from(resume_from, resume_settings, config.allow_changed_settings)
         before = saved["state"]["before"]  # measured on the base model by the interrupted run
     else:
-        if run.is_dir() and console.is_main_process():
-            shutil.rmtree(run)  # --overwrite: the checkpoints of the run being replaced
+        checkpoints.clear(run)
         console.info("Measuring the held-out set before training ...")
         before = evaluate_masked_lm(model, held_out, device)
 
@@ -261,7 +256,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         trainer, train_output = train(
             config.command,
             resume_from=resume_from,
-            settings=settings,
+            settings=resume_settings,
             state={"before": before},
             model=model,
             args=training_arguments(config, run, device, precision, lr),
@@ -273,6 +268,10 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         speed.standard(model)
         runtime = train_output.metrics["train_runtime"]
         tokens_seen = trainer.state.num_input_tokens_seen
+        timing = {
+            "runtime_seconds": round(runtime, 2),
+            "tokens_per_second": round(tokens_seen / max(runtime, 1e-9), 1),
+        }
         lineage = [*lineage, f"pretrain ({config.objective}) on {', '.join(text.sources[:3])} -> {config.output}"]
         metrics = {
             "validation": {"before": before, "after": after, "examples": len(validation_examples)},
@@ -285,9 +284,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
                 "steps": train_output.global_step,
                 "batch_size": config.batch_size,
                 "learning_rate": lr,
-                "runtime_seconds": round(runtime, 2),
                 "tokens_seen": tokens_seen,
-                "tokens_per_second": round(tokens_seen / max(runtime, 1e-9), 1),
             },
             "objective": config.objective,
             "examples": unit,
@@ -311,28 +308,30 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
             "lineage": lineage,
         }
         if console.is_main_process():  # one writer under torchrun / accelerate
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-            reporting.write_json(staging / "metrics.json", metrics)
-            reporting.write_pretrain_card(staging, config, metrics)
-            reporting.write_manifest(
-                staging / "manifest.json",
-                config,
-                {
-                    "base_model": base_name,
-                    "learning_rate": lr,
-                    "max_length": max_length,
-                    "device": device,
-                    "precision": precision,
-                    "precision_reason": precision_reason,
-                },
-                [*text.sources, *local_model],
-            )
-            reporting.plot_loss_curve(
-                staging / "loss_curve.png",
-                trainer.state.log_history,
-                after["loss"],
-                train_output.global_step,
-                initial_validation_loss=before["loss"],
-            )
-    return PretrainResult(output=output, metrics=metrics, notes=notes)
+            with writing(output):  # a full disk leaves what was there as it was
+                model.save_pretrained(staging)
+                tokenizer.save_pretrained(staging)
+                reporting.write_json(staging / "metrics.json", metrics)
+                reporting.write_pretrain_card(staging, config, metrics, timing)
+                reporting.plot_loss_curve(
+                    staging / "loss_curve.png",
+                    trainer.state.log_history,
+                    after["loss"],
+                    train_output.global_step,
+                    initial_validation_loss=before["loss"],
+                )
+                reporting.write_manifest(  # last: it records every file written before it
+                    staging / "manifest.json",
+                    config,
+                    {
+                        "base_model": base_name,
+                        "learning_rate": lr,
+                        "max_length": max_length,
+                        "device": device,
+                        "precision": precision,
+                        "precision_reason": precision_reason,
+                    },
+                    [*text.sources, *local_model],
+                    timing,
+                )
+    return PretrainResult(output=output, metrics=metrics, timing=timing, notes=notes)

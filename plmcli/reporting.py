@@ -54,12 +54,14 @@ def input_files(paths) -> dict:
     return files
 
 
-def write_manifest(path: Path, config, resolved: dict, inputs) -> None:
+def write_manifest(path: Path, config, resolved: dict, inputs, timing: Optional[dict] = None) -> None:
     """manifest.json: what it takes to rerun and check a run.
 
     The exact command, every setting as given and as resolved (learning rate, device, columns, ...),
-    the seed, the version of Python, plm and each library, and the size and sha256 of every input
-    file (data files, corpus files, a local base model's files).
+    the seed, the version of Python, plm and each library, the size and sha256 of every input
+    file (data files, corpus files, a local base model's files), how long training took (kept
+    here, so that metrics.json is the same for the same seed and data), and the size and sha256 of
+    every file written beside it before it.
     """
     versions = {"python": platform.python_version(), "plm": __version__}
     for package in PACKAGES:
@@ -78,7 +80,13 @@ def write_manifest(path: Path, config, resolved: dict, inputs) -> None:
             "versions": versions,
             "platform": platform.platform(),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "timing": timing or {},
             "inputs": input_files(inputs),
+            "files": {
+                item.name: {"bytes": item.stat().st_size, "sha256": file_digest(item)}
+                for item in sorted(path.parent.iterdir())
+                if item.is_file() and item != path
+            },
         },
     )
 
@@ -97,7 +105,7 @@ def _metrics_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_finetune_card(directory: Path, config, base_name: str, labelled, metrics: dict) -> None:
+def write_finetune_card(directory: Path, config, base_name: str, labelled, metrics: dict, timing: dict) -> None:
     """A model card that says what the model is, what it was trained on, how well it does, how to use it."""
     validation = metrics["validation"]
     validation_source = config.validation or f"{config.validation_split:.0%} of the training file, stratified"
@@ -164,8 +172,8 @@ label column `{columns["label"]}`
 - Epochs {config.epochs}, batch size {config.batch_size}, learning rate {metrics["train"]["learning_rate"]:g}, \
 max length {metrics["max_length"]}, seed {config.seed}, {metrics["device"]}, {metrics["precision"]}
 - Class weights: {weights} ({weighting["reason"]})
-{stopping}- {metrics["train"]["steps"]} steps in {metrics["train"]["runtime_seconds"]} s \
-({metrics["train"]["samples_per_second"]} samples/s), final training loss {metrics["train"]["loss"]:.4f}
+{stopping}- {metrics["train"]["steps"]} steps in {timing["runtime_seconds"]} s \
+({timing["samples_per_second"]} samples/s), final training loss {metrics["train"]["loss"]:.4f}
 - Texts longer than {metrics["max_length"]} tokens: {metrics["truncated_texts"]["train"]} in training and \
 {metrics["truncated_texts"]["validation"]} in validation, truncated
 - Everything needed to rerun it (settings, versions, sha256 of the inputs): `manifest.json`
@@ -191,7 +199,7 @@ def _command(config) -> str:
     return " ".join(shlex.quote(part) for part in config.command) if config.command else "(Python API)"
 
 
-def write_pretrain_card(directory: Path, config, metrics: dict) -> None:
+def write_pretrain_card(directory: Path, config, metrics: dict, timing: dict) -> None:
     """A model card for a pretrain run: base model, corpus, objective, held-out evidence, lineage, use."""
     before, after = metrics["validation"]["before"], metrics["validation"]["after"]
     train, text = metrics["train"], metrics["corpus"]
@@ -228,7 +236,7 @@ of up to {metrics["max_length"]} tokens
 {"on" if metrics["whole_word_mask"] else "off"}
 - {train["steps"]} steps of batch {train["batch_size"]}, learning rate {train["learning_rate"]:g}, seed \
 {metrics["seed"]}, {metrics["device"]}, {metrics["precision"]} ({metrics["precision_reason"]})
-- {train["runtime_seconds"]} s, {train["tokens_per_second"]} tokens/s, final training loss {train["loss"]:.4f}
+- {timing["runtime_seconds"]} s, {timing["tokens_per_second"]} tokens/s, final training loss {train["loss"]:.4f}
 
 ## Held-out evidence (the same masked inputs before and after)
 | | before | after |

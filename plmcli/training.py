@@ -8,7 +8,6 @@ renamed into place when complete.
 """
 
 import shlex
-import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from plmcli import checkpoints, console, data, interrupts, modeling, reporting, 
 from plmcli.config import FinetuneConfig, default_learning_rate
 from plmcli.errors import Interrupted
 from plmcli.inference import scores
-from plmcli.outputs import check_output_dir, staged_dir
+from plmcli.outputs import check_output_dir, staged_dir, writing
 
 
 @dataclass
@@ -26,7 +25,8 @@ class FinetuneResult:
     """What a finetune run produced: where the model is and what metrics.json says about it."""
 
     output: Path
-    metrics: dict  # metrics.json's content
+    metrics: dict  # metrics.json's content: the same for the same seed and data
+    timing: dict  # runtime_seconds, samples_per_second (in manifest.json)
     notes: list[str] = field(default_factory=list)  # what the summary should point out
 
 
@@ -72,6 +72,7 @@ def progress_callback():
     return ProgressBar()
 
 
+MULTI_LABEL_CONFUSION = " (multi-label: rows with each true label, by predicted label)"
 EVALUATION_FIGURES = ("accuracy", "micro_f1", "macro_f1", "weighted_f1", "subset_accuracy", "loss")
 
 
@@ -156,7 +157,7 @@ def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, pr
 
 def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Fine-tune a sequence classifier on a labelled file and write it to ``config.output``."""
-    source = modeling.resolve(config.model)
+    source = modeling.resolve(config.model, config.allow_pickle)
     inputs = tuple(item for item in (config.data, config.validation) if item)
     output = check_output_dir(
         config.output, config.overwrite, inputs + ((source.location,) if source.local else ()), resume=config.resume
@@ -173,6 +174,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         config.text_pair_column,
         config.multi_label,
         config.label_separator,
+        config.encoding,
+        config.drop_invalid,
     )
     columns = labelled.columns
     pair = f", pair column '{columns.pair}'" if columns.pair else ""
@@ -184,7 +187,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         f"{' ...' if len(labelled.label_names) > 10 else ''}"
     )
     if labelled.dropped_rows:
-        console.warn(f"skipped {labelled.dropped_rows} rows with an empty text or label.")
+        console.warn(f"--drop-invalid: skipped {labelled.dropped_rows} rows with an empty text or label.")
     device = modeling.choose_device(config.device)
     precision = modeling.choose_precision(config.precision, device)
 
@@ -239,7 +242,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         )
         console.warn(notes[-1])
 
-    settings = {
+    resume_settings = {
         "data (sha256)": _digest(config.data),
         "validation data (sha256)": _digest(config.validation) if config.validation else None,
         "--validation-split": None if config.validation else config.validation_split,
@@ -263,20 +266,16 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     }
     run = checkpoints.run_dir(output)
     if resume_from is not None:
-        saved = checkpoints.read_manifest(resume_from)
-        changes = checkpoints.check_settings(saved["settings"], settings, config.allow_changed_settings)
-        if changes:
-            console.warn(f"resuming with changed settings: {'; '.join(changes)}.")
-        console.info(f"Resuming from {resume_from} (step {saved['step']}).")
-    elif run.is_dir() and console.is_main_process():
-        shutil.rmtree(run)  # --overwrite: the checkpoints of the run being replaced
+        checkpoints.start_from(resume_from, resume_settings, config.allow_changed_settings)
+    else:
+        checkpoints.clear(run)
 
     with staged_dir(output) as staging:
         weights = weighting["weights"]
         trainer, train_output = train(
             config.command,
             resume_from=resume_from,
-            settings=settings,
+            settings=resume_settings,
             callbacks=[EarlyStoppingCallback(config.early_stopping)] if config.early_stopping else [],
             model=model,
             args=training_arguments(config, run, device, precision, lr),
@@ -288,6 +287,10 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             compute_loss_func=weighted_cross_entropy(list(weights.values())) if weights else None,
         )
         prediction = trainer.predict(validation_set)  # on every rank: it gathers across them
+        timing = {
+            "runtime_seconds": round(train_output.metrics["train_runtime"], 2),
+            "samples_per_second": round(train_output.metrics["train_samples_per_second"], 2),
+        }
         settings = {
             "text_column": columns.text,
             "text_pair_column": columns.pair,
@@ -317,8 +320,6 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 "learning_rate": lr,
                 "batch_size": config.batch_size,
                 "steps": train_output.global_step,
-                "runtime_seconds": round(train_output.metrics["train_runtime"], 2),
-                "samples_per_second": round(train_output.metrics["train_samples_per_second"], 2),
             },
             "validation_samples": len(validation_set),
             "task": "multi-label" if labelled.multi_label else "single-label",
@@ -360,42 +361,43 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 + " The model saved is the best one."
             )
         if console.is_main_process():  # one writer under torchrun / accelerate
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-            reporting.write_json(staging / "metrics.json", metrics)
-            reporting.write_manifest(
-                staging / "manifest.json",
-                config,
-                {
-                    **settings,
-                    "labels": labelled.label_names,
-                    "learning_rate": lr,
-                    "max_length": max_length,
-                    "device": device,
-                    "precision": precision,
-                    "class_weights": weighting["weights"],
-                    "base_model": source.name,
-                },
-                [path for path in (config.data, config.validation) if path]
-                + ([source.location] if source.local else []),
-            )
-            reporting.write_finetune_card(staging, config, source.name, labelled, metrics)
-            reporting.plot_loss_curve(
-                staging / "loss_curve.png",
-                trainer.state.log_history,
-                metrics["validation"]["loss"],
-                metrics["early_stopping"]["best_step"] if config.early_stopping else train_output.global_step,
-                best_step=metrics["early_stopping"]["best_step"] if config.early_stopping else None,
-            )
-            reporting.plot_confusion_matrix(
-                staging / "confusion_matrix.png",
-                report["confusion_matrix"],
-                labelled.label_names,
-                "validation set"
-                + (" (multi-label: rows with each true label, by predicted label)" if labelled.multi_label else ""),
-                [*labelled.label_names, "(none)"] if labelled.multi_label else None,
-            )
-    return FinetuneResult(output=output, metrics=metrics, notes=notes)
+            with writing(output):  # a full disk leaves what was there as it was
+                model.save_pretrained(staging)
+                tokenizer.save_pretrained(staging)
+                reporting.write_json(staging / "metrics.json", metrics)
+                reporting.write_finetune_card(staging, config, source.name, labelled, metrics, timing)
+                reporting.plot_loss_curve(
+                    staging / "loss_curve.png",
+                    trainer.state.log_history,
+                    metrics["validation"]["loss"],
+                    metrics["early_stopping"]["best_step"] if config.early_stopping else train_output.global_step,
+                    best_step=metrics["early_stopping"]["best_step"] if config.early_stopping else None,
+                )
+                reporting.plot_confusion_matrix(
+                    staging / "confusion_matrix.png",
+                    report["confusion_matrix"],
+                    labelled.label_names,
+                    "validation set" + (MULTI_LABEL_CONFUSION if labelled.multi_label else ""),
+                    [*labelled.label_names, "(none)"] if labelled.multi_label else None,
+                )
+                reporting.write_manifest(  # last: it records every file written before it
+                    staging / "manifest.json",
+                    config,
+                    {
+                        **settings,
+                        "labels": labelled.label_names,
+                        "learning_rate": lr,
+                        "max_length": max_length,
+                        "device": device,
+                        "precision": precision,
+                        "class_weights": weighting["weights"],
+                        "base_model": source.name,
+                    },
+                    [path for path in (config.data, config.validation) if path]
+                    + ([source.location] if source.local else []),
+                    timing,
+                )
+    return FinetuneResult(output=output, metrics=metrics, timing=timing, notes=notes)
 
 
 def _digest(path: str) -> str:

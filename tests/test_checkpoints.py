@@ -5,6 +5,7 @@ step on, which is exactly what the signal handler does; the subprocess tests sen
 """
 
 import json
+import shlex
 import shutil
 import signal
 import subprocess
@@ -294,3 +295,43 @@ def test_pretrain_from_scratch_resumes_with_the_vocabulary_it_trained(cli, corpu
     resumed = cli(*args, "--resume")
     assert resumed.exit_code == 0, resumed.stderr
     assert (tmp_path / "out" / "tokenizer.json").read_text() == vocabulary
+
+
+def _limited(args, kilobytes: int):
+    """Run plm in a shell whose files may not grow past ``kilobytes`` (what a full disk does to a write)."""
+    command = " ".join(shlex.quote(str(arg)) for arg in plm_command(*args))
+    return subprocess.run(["bash", "-c", f"ulimit -f {kilobytes}; exec {command}"], capture_output=True, text=True)
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_older_checkpoints(interrupted, tiny_base, data, cli):
+    output, _ = interrupted
+    older = snapshot(output / "checkpoints" / "checkpoint-10")
+    optimizer = (output / "checkpoints" / "checkpoint-10" / "optimizer.pt").stat().st_size
+    run = _limited([*finetune_args(tiny_base, data, output), "--resume"], optimizer // 1024 - 1)
+    assert run.returncode == 1, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: could not write checkpoint {output / 'checkpoints' / 'checkpoint-12'}: ")
+    assert last.endswith(". The earlier checkpoints are intact.")
+    assert "Traceback" not in run.stderr
+    assert snapshot(output / "checkpoints" / "checkpoint-10") == older
+    assert not list((output / "checkpoints").glob(".*"))  # no staging left behind
+    resumed = cli(*finetune_args(tiny_base, data, output), "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "(step 10)" in resumed.stderr
+
+
+def test_a_full_disk_while_writing_the_model_keeps_the_old_model(tiny_classifier, tiny_base, data, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_classifier, model)
+    before = snapshot(model)
+    weights_size = (model / "model.safetensors").stat().st_size
+    args = finetune_args(tiny_base, data, model, "--overwrite", "--save-steps", "100000")
+    run = _limited(args, weights_size // 1024 - 1)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(f"Error: could not write the model to {model}: ")
+    assert run.stderr.strip().endswith(f"{model} was left as it was.")
+    assert snapshot(model) == before
+    assert AutoModelForSequenceClassification.from_pretrained(model).config.id2label
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "reviews.csv"]

@@ -50,7 +50,8 @@ def test_stdin(monkeypatch):
         (b"\n  \n\n", "the corpus has no text: {path} is empty."),
         (
             b"caf\xe9\n",
-            "{path} is not UTF-8 text (invalid byte at offset 3); convert it first, e.g. iconv -f latin1 -t utf-8.",
+            "{path} line 1 is not UTF-8 text (invalid continuation byte); "
+            "convert it to UTF-8 first, e.g. iconv -f latin1 -t utf-8.",
         ),
         (b"ab\x00cd", "{path} looks like a binary file (it contains NUL bytes), not text."),
     ],

@@ -131,10 +131,16 @@ def test_load_classification_maps_labels_and_validation_columns(tmp_path):
     assert loaded.validation_labels == expected
 
 
-def test_rows_with_empty_text_or_label_are_dropped_and_counted(tmp_path):
+def test_rows_with_empty_text_or_label_are_refused_with_their_lines_or_dropped_and_counted(tmp_path):
     rows = sentiment_rows(20) + [("", "positive"), ("some text", "  ")]
     path = write_csv(tmp_path / "d.csv", ["text", "label"], rows)
-    loaded = data.load_classification(str(path), None, 0.2, seed=0)
+    with pytest.raises(PlmError) as refused:
+        data.load_classification(str(path), None, 0.2, seed=0)
+    assert str(refused.value) == (
+        f"{path} has 2 rows with an empty text or label (lines 22, 23); "
+        "fill them in, or pass --drop-invalid to skip them."
+    )
+    loaded = data.load_classification(str(path), None, 0.2, seed=0, drop_invalid=True)
     assert loaded.dropped_rows == 2
     assert len(loaded.train_texts) + len(loaded.validation_texts) == 20
 

@@ -346,6 +346,11 @@ def test_finetune_writes_a_manifest_to_rerun_and_check_the_run(tiny_classifier):
     assert {"python", "plm", "torch", "transformers", "datasets"} <= set(manifest["versions"])
     assert manifest["seed"] == 42 and manifest["settings"]["epochs"] == 6
     assert manifest["resolved"]["text_column"] == "text" and manifest["resolved"]["learning_rate"] == 3e-3
+    written = {path.name for path in tiny_classifier.iterdir() if path.is_file()} - {"manifest.json"}
+    assert set(manifest["files"]) == written >= {"model.safetensors", "config.json", "metrics.json"}
+    for name, recorded in manifest["files"].items():
+        assert recorded["sha256"] == hashlib.sha256((tiny_classifier / name).read_bytes()).hexdigest()
+    assert manifest["timing"]["runtime_seconds"] > 0 and manifest["timing"]["samples_per_second"] > 0
 
 
 # --- check ----------------------------------------------------------------------------------------

@@ -158,7 +158,7 @@ def test_broken_model_directory_gives_one_line_and_writes_nothing(cli, tiny_base
     before = snapshot(tmp_path)
     run = cli("finetune", sentiment_csv, "--model", broken, "--output", tmp_path / "out", *FAST)
     assert run.exit_code == 1
-    assert run.error_line.startswith(f"Error: cannot load the model from {broken}:")
+    assert run.error_line.startswith(f"Error: {broken / 'model.safetensors'} is not a valid safetensors file (")
     assert "Traceback" not in run.stderr
     assert snapshot(tmp_path) == before and not (tmp_path / "out").exists()
 
@@ -198,7 +198,7 @@ def test_pickle_only_model_is_refused(cli, tiny_base, sentiment_csv, tmp_path):
     assert run.exit_code == 2
     assert run.error_line == (
         f"Error: {pickled} has no safetensors weights; plm loads only model.safetensors "
-        "(pickled .bin files can run code)."
+        "(pickled .bin files can run code). Pass --allow-pickle if you trust this model."
     )
 
 

@@ -13,7 +13,7 @@ import typer
 
 from plmcli import console
 from plmcli.config import CheckConfig
-from plmcli.options import LabelColumnOption, MaxLengthOption, TextColumnOption, TextPairColumnOption
+from plmcli.options import EncodingOption, LabelColumnOption, MaxLengthOption, TextColumnOption, TextPairColumnOption
 
 
 def check(
@@ -39,6 +39,7 @@ def check(
     ] = None,
     max_length: MaxLengthOption = 128,
     format: Annotated[str, typer.Option(help="table or json.", case_sensitive=False)] = "table",
+    encoding: EncodingOption = "utf-8",
 ) -> None:
     """Check labelled data: labels, imbalance, empty, duplicate and conflicting rows, overlap, lengths."""
     config = CheckConfig(
@@ -52,6 +53,7 @@ def check(
         model=model,
         max_length=max_length,
         format=format.lower(),
+        encoding=encoding,
     )
     from plmcli.checking import check as run_check
     from plmcli.checking import findings

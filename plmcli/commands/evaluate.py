@@ -14,8 +14,11 @@ import typer
 from plmcli import console
 from plmcli.config import EvaluateConfig
 from plmcli.options import (
+    AllowPickleOption,
     Device,
     DeviceOption,
+    DropInvalidOption,
+    EncodingOption,
     LabelColumnOption,
     LongOption,
     LongTexts,
@@ -55,6 +58,9 @@ def evaluate(
     device: DeviceOption = Device.auto,
     precision: PrecisionOption = Precision.auto,
     overwrite: OverwriteOption = False,
+    encoding: EncodingOption = "utf-8",
+    drop_invalid: DropInvalidOption = False,
+    allow_pickle: AllowPickleOption = False,
 ) -> None:
     """Score a fine-tuned classifier on labelled data: metrics, confusion matrix, misclassified rows."""
     config = EvaluateConfig(
@@ -71,6 +77,9 @@ def evaluate(
         device=device.value,
         precision=precision.value,
         overwrite=overwrite,
+        encoding=encoding,
+        drop_invalid=drop_invalid,
+        allow_pickle=allow_pickle,
     )
     from plmcli.evaluation import evaluate as run_evaluate
 

@@ -12,7 +12,7 @@ import typer
 
 from plmcli import console
 from plmcli.config import DEFAULT_PRETRAINED, FillMaskConfig
-from plmcli.options import Device, DeviceOption
+from plmcli.options import AllowPickleOption, Device, DeviceOption
 
 
 class FillMaskFormat(str, Enum):
@@ -36,9 +36,12 @@ def fill_mask(
         FillMaskFormat.table
     ),
     device: DeviceOption = Device.auto,
+    allow_pickle: AllowPickleOption = False,
 ) -> None:
     """Fill in each [MASK] of a text with a masked-LM's top-k words and their scores."""
-    config = FillMaskConfig(texts=texts, model=model, top_k=top_k, format=format.value, device=device.value)
+    config = FillMaskConfig(
+        texts=texts, model=model, top_k=top_k, format=format.value, device=device.value, allow_pickle=allow_pickle
+    )
     from plmcli.inference import fill_mask as run_fill_mask
     from plmcli.inference import render_fill_mask
 

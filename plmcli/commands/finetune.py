@@ -17,10 +17,13 @@ from plmcli import console
 from plmcli.config import FinetuneConfig
 from plmcli.options import (
     AllowChangedSettingsOption,
+    AllowPickleOption,
     BaseModelOption,
     ClassWeights,
     Device,
     DeviceOption,
+    DropInvalidOption,
+    EncodingOption,
     LabelColumnOption,
     MaxLengthOption,
     Metric,
@@ -101,6 +104,9 @@ def finetune(
     resume: ResumeOption = False,
     allow_changed_settings: AllowChangedSettingsOption = False,
     save_steps: SaveStepsOption = 500,
+    encoding: EncodingOption = "utf-8",
+    drop_invalid: DropInvalidOption = False,
+    allow_pickle: AllowPickleOption = False,
 ) -> None:
     """Fine-tune a text classifier on a labelled file (text and label columns are detected)."""
     if validation is not None and validation == data:
@@ -134,6 +140,9 @@ def finetune(
         allow_changed_settings=allow_changed_settings,
         save_steps=save_steps,
         command=["plm", *sys.argv[1:]],
+        encoding=encoding,
+        drop_invalid=drop_invalid,
+        allow_pickle=allow_pickle,
     )
     from plmcli.training import finetune as run_finetune
 
@@ -172,8 +181,8 @@ def summary(result) -> str:
     ) + f" ({weighting['reason']})."
     lines = [
         "",
-        f"Trained on {train['samples']} rows in {train['runtime_seconds']:.1f} s "
-        f"({train['samples_per_second']:.1f} samples/s, {metrics['device']}, {metrics['precision']}).",
+        f"Trained on {train['samples']} rows in {result.timing['runtime_seconds']:.1f} s "
+        f"({result.timing['samples_per_second']:.1f} samples/s, {metrics['device']}, {metrics['precision']}).",
         f"Validation ({metrics['validation_samples']} rows): {headline}",
         "",
         console.format_table(headers, rows),

@@ -15,8 +15,10 @@ import typer
 from plmcli import console
 from plmcli.config import PredictConfig
 from plmcli.options import (
+    AllowPickleOption,
     Device,
     DeviceOption,
+    EncodingOption,
     LongOption,
     LongTexts,
     OutputFormat,
@@ -64,6 +66,8 @@ def predict(
     device: DeviceOption = Device.auto,
     precision: PrecisionOption = Precision.auto,
     overwrite: OverwriteOption = False,
+    encoding: EncodingOption = "utf-8",
+    allow_pickle: AllowPickleOption = False,
 ) -> None:
     """Classify texts with a fine-tuned model (default: runs/finetune)."""
     config = PredictConfig(
@@ -82,6 +86,8 @@ def predict(
         device=device.value,
         precision=precision.value,
         overwrite=overwrite,
+        encoding=encoding,
+        allow_pickle=allow_pickle,
     )
     from plmcli.inference import predict as run_predict
     from plmcli.inference import render

@@ -17,6 +17,7 @@ from plmcli import console
 from plmcli.config import DEFAULT_PRETRAINED, PretrainConfig
 from plmcli.options import (
     AllowChangedSettingsOption,
+    AllowPickleOption,
     BaseModelOption,
     Device,
     DeviceOption,
@@ -102,6 +103,7 @@ def pretrain(
     resume: ResumeOption = False,
     allow_changed_settings: AllowChangedSettingsOption = False,
     save_steps: SaveStepsOption = 500,
+    allow_pickle: AllowPickleOption = False,
 ) -> None:
     """Continue masked-LM pretraining of a BERT on your text (or pretrain one from scratch)."""
     if from_scratch and model is not None:
@@ -144,6 +146,7 @@ def pretrain(
         allow_changed_settings=allow_changed_settings,
         save_steps=save_steps,
         command=["plm", *sys.argv[1:]],
+        allow_pickle=allow_pickle,
     )
     from plmcli.pretraining import pretrain as run_pretrain
 
@@ -166,8 +169,8 @@ def summary(result) -> str:
     lines = [
         "",
         f"Trained {train['steps']} steps on {train['examples']} {metrics['examples']} "
-        f"in {train['runtime_seconds']:.1f} s "
-        f"({train['tokens_per_second']:.0f} tokens/s, {metrics['device']}, {metrics['precision']}).",
+        f"in {result.timing['runtime_seconds']:.1f} s "
+        f"({result.timing['tokens_per_second']:.0f} tokens/s, {metrics['device']}, {metrics['precision']}).",
         f"Held-out: {validation['examples']} {metrics['examples']}, {after['masked_tokens']} masked tokens "
         "(the same masked inputs before and after):",
         "",
