@@ -142,6 +142,7 @@ class PretrainConfig:
     from_scratch: bool = False  # train a WordPiece tokenizer on the corpus and a new BERT of `size`
     size: str = "mini"  # from-scratch BERT size: tiny, mini, small or base
     vocab_size: int = 30522  # from-scratch WordPiece vocabulary size
+    preprocessing_workers: int = 1  # processes tokenizing corpus files (each takes whole files)
     validation_split: float = 0.05  # share of examples held out to measure perplexity before and after
     max_validation_examples: int = 2000  # cap on the held-out examples
     epochs: float = 3.0
@@ -172,6 +173,7 @@ class PretrainConfig:
             ("--max-length", self.max_length),
             ("--vocab-size", self.vocab_size),
             ("--save-steps", self.save_steps),
+            ("--preprocessing-workers", self.preprocessing_workers),
         ):
             _check_positive(name, value)
         _check_resume(self.resume, self.overwrite, self.allow_changed_settings)

@@ -36,7 +36,7 @@ class Corpus:
         return [line for document in self.documents for line in document]
 
 
-def _expand(item: str) -> list[Path]:
+def expand(item: str) -> list[Path]:
     """The files one CORPUS argument names: itself, a directory's text files, or a glob's matches."""
     path = Path(item).expanduser()
     if path.is_dir():
@@ -104,7 +104,7 @@ def read_corpus(items: list[str]) -> Corpus:
         if item == "-":
             texts = [(_decode(sys.stdin.buffer.read(), "standard input"), "-")]
         else:
-            texts = [(_decode(_read_bytes(path), str(path)), str(path)) for path in _expand(item)]
+            texts = [(_decode(_read_bytes(path), str(path)), str(path)) for path in expand(item)]
         for text, name in texts:
             documents.extend(split_documents(text))
             sources.append(name)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from plmcli import checkpoints, console, corpus, modeling, reporting, speed
+from plmcli import checkpoints, console, corpus, corpus_cache, modeling, reporting, speed
 from plmcli.config import PretrainConfig, default_learning_rate
 from plmcli.outputs import check_output_dir, staged_dir, writing
 from plmcli.training import train
@@ -165,8 +165,20 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     )
     run = checkpoints.run_dir(output)
     resume_from = checkpoints.newest_complete(run, config.output) if config.resume else None
-    text = corpus.read_corpus(config.corpus)
-    console.info(f"Corpus: {corpus.describe(text)}.")
+    # Files are streamed and tokenized once into the on-disk cache; stdin and NSP pairs (which need
+    # whole documents) are read into memory.
+    streamed = config.objective == "mlm" and "-" not in config.corpus
+    if streamed:
+        files, sources = corpus_cache.read_files(config.corpus)
+        text = corpus_cache.scan(files, sources)
+        corpus_lines, corpus_sha256, summary = corpus_cache.lines(files), text.sha256, text.describe()
+        documents, line_count = text.documents, text.lines
+    else:
+        text = corpus.read_corpus(config.corpus)
+        corpus_lines, summary = text.lines, corpus.describe(text)
+        corpus_sha256 = hashlib.sha256("\n".join(corpus_lines).encode("utf-8")).hexdigest()
+        documents, line_count = len(text.documents), len(corpus_lines)
+    console.info(f"Corpus: {summary}.")
     device = modeling.choose_device(config.device)
     if config.precision == "auto" and device == "cpu":
         precision, precision_reason = modeling.cpu_precision()
@@ -184,7 +196,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         tokenizer = (
             modeling.load_tokenizer(modeling.ModelSource(str(resume_from), str(resume_from), local=True))
             if resume_from is not None  # the vocabulary the interrupted run trained
-            else modeling.train_wordpiece(text.lines, config.vocab_size, config.max_length)
+            else modeling.train_wordpiece(corpus_lines, config.vocab_size, config.max_length)
         )
         model = modeling.new_bert(config.size, tokenizer, config.objective, config.max_length)
         base_name = f"a new BERT-{config.size} (from scratch, {len(tokenizer)}-token WordPiece vocabulary)"
@@ -198,20 +210,30 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     max_length = min(config.max_length, modeling.model_limit(tokenizer, model))
     if max_length < config.max_length:
         console.warn(f"--max-length {config.max_length} is more than {base_name} takes; using {max_length}.")
-    examples = _examples(config, text, tokenizer, max_length)
-    for note in text.notes:
-        console.warn(note)
-    if examples.truncated:
-        notes.append(f"{examples.truncated} lines were longer than {max_length} tokens and were truncated.")
+    if streamed:
+        cached = corpus_cache.tokenized(
+            text, tokenizer, max_length, config.line_by_line, config.whole_word_mask, config.preprocessing_workers
+        )
+        if cached.cached:
+            console.info(f"Reusing the corpus tokenized by an earlier run ({cached.location}).")
+        dataset, total_tokens, truncated = cached.dataset, cached.tokens, cached.truncated
+    else:
+        examples = _examples(config, text, tokenizer, max_length)
+        for note in text.notes:
+            console.warn(note)
+        dataset, total_tokens, truncated = Dataset.from_dict(examples.columns), examples.tokens, examples.truncated
+    if truncated:
+        notes.append(f"{truncated} lines were longer than {max_length} tokens and were truncated.")
         console.warn(notes[-1])
     train_indices, validation_indices = corpus.split_validation(
-        len(examples), config.validation_split, config.max_validation_examples, config.seed
+        len(dataset), config.validation_split, config.max_validation_examples, config.seed
     )
-    train_examples, validation_examples = examples.split(train_indices), examples.split(validation_indices)
+    validation_examples = corpus_cache.examples_of(dataset, validation_indices)
+    train_set, train_tokens = dataset.select(train_indices), total_tokens - validation_examples.tokens
     lr = _learning_rate(config, model.config.hidden_size)
     unit = "pairs" if config.objective == "mlm+nsp" else "lines" if config.line_by_line else "blocks"
     console.info(
-        f"Model: {base_name} ({type(model).__name__}); {len(train_examples)} training and "
+        f"Model: {base_name} ({type(model).__name__}); {len(train_set)} training and "
         f"{len(validation_examples)} held-out {unit} of up to {max_length} tokens; {device}, {precision}, "
         f"learning rate {lr:g}{'' if config.lr else ' (default)'}."
     )
@@ -226,7 +248,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         validation_examples, masking_collator(tokenizer, config, config.seed), config.batch_size * 2
     )
     resume_settings = {
-        "corpus (sha256)": hashlib.sha256("\n".join(text.lines).encode("utf-8")).hexdigest(),
+        "corpus (sha256)": corpus_sha256,
         "--model": base_name,
         "--objective": config.objective,
         "--max-length": max_length,
@@ -260,7 +282,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
             state={"before": before},
             model=model,
             args=training_arguments(config, run, device, precision, lr),
-            train_dataset=Dataset.from_dict(train_examples.columns),
+            train_dataset=train_set,
             data_collator=collator,
             processing_class=tokenizer,
         )
@@ -278,8 +300,8 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
             "perplexity_ratio": round(before["perplexity"] / max(after["perplexity"], 1e-9), 2),
             "train": {
                 "loss": round(float(train_output.training_loss), 4),
-                "examples": len(train_examples),
-                "tokens": train_examples.tokens,
+                "examples": len(train_set),
+                "tokens": train_tokens,
                 "epochs": config.epochs,
                 "steps": train_output.global_step,
                 "batch_size": config.batch_size,
@@ -295,9 +317,9 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
             "base_model": base_name,
             "corpus": {
                 "sources": text.sources,
-                "documents": len(text.documents),
-                "lines": sum(len(document) for document in text.documents),
-                "tokens": examples.tokens,
+                "documents": documents,
+                "lines": line_count,
+                "tokens": total_tokens,
             },
             "device": device,
             "precision": precision,

@@ -4,15 +4,20 @@ The tiny BERT follows transformers' own tests: hidden 32, 2 layers, 4 heads, int
 (odd sizes, so a mixed-up dimension fails loudly), with a vocab written at test time.
 """
 
+import atexit
 import csv
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["PLM_CACHE"] = tempfile.mkdtemp(prefix="plm-test-cache-")  # tokenized corpora, not ~/.cache
+atexit.register(shutil.rmtree, os.environ["PLM_CACHE"], True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 POSITIVE = ["good", "great", "love", "wonderful", "fun", "best", "brilliant", "superb"]

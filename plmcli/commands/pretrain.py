@@ -104,6 +104,15 @@ def pretrain(
     allow_changed_settings: AllowChangedSettingsOption = False,
     save_steps: SaveStepsOption = 500,
     allow_pickle: AllowPickleOption = False,
+    preprocessing_workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Processes that tokenize the corpus files (each takes whole files). The result is cached "
+            "on disk by content, so a second run over the same corpus skips tokenizing.",
+        ),
+    ] = 1,
 ) -> None:
     """Continue masked-LM pretraining of a BERT on your text (or pretrain one from scratch)."""
     if from_scratch and model is not None:
@@ -147,6 +156,7 @@ def pretrain(
         save_steps=save_steps,
         command=["plm", *sys.argv[1:]],
         allow_pickle=allow_pickle,
+        preprocessing_workers=preprocessing_workers,
     )
     from plmcli.pretraining import pretrain as run_pretrain
 

@@ -1,0 +1,254 @@
+"""Corpora larger than memory: read as a stream, tokenized once into an on-disk Arrow cache.
+
+``scan`` reads every corpus file once as bytes: it checks that the text is UTF-8 without NUL
+bytes (naming the file and line when not), counts lines and documents, and takes the sha256 of
+the content. ``tokenized`` then looks the corpus up in the cache, keyed by those hashes, the
+tokenizer and the example settings; on a miss it streams the files line by line through the
+tokenizer, cuts run_mlm.py's blocks with the remainder carried from one batch to the next (or
+keeps one example per line), and writes them to Arrow in batches, so memory stays flat however
+large the corpus is. A second run over the same corpus memory-maps the cached examples and skips
+tokenizing. A file lock makes the first process build and the others (ranks of a torchrun launch,
+or a second plm run) wait and reuse it.
+"""
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import chain, islice
+from pathlib import Path
+
+from plmcli import console
+from plmcli.errors import PlmError
+
+FORMAT = 1  # bump when the cached examples change shape
+BATCH_LINES = 2000  # lines tokenized per call (the fast tokenizer batches them in Rust)
+
+
+@dataclass
+class Scan:
+    """What one pass over the corpus files found."""
+
+    files: list[Path]
+    sources: list[str]
+    digests: list[str]  # sha256 of each file's (decompressed) content
+    lines: int = 0  # non-empty lines
+    documents: int = 0  # runs of non-empty lines separated by blank lines
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256("\n".join(self.digests).encode()).hexdigest()
+
+    def describe(self) -> str:
+        names = ", ".join(self.sources[:3]) + (f" and {len(self.sources) - 3} more" if len(self.sources) > 3 else "")
+        return f"{self.documents} documents, {self.lines} lines from {names}"
+
+
+def cache_root() -> Path:
+    """Where tokenized corpora are kept: $PLM_CACHE, else $XDG_CACHE_HOME/plm, else ~/.cache/plm."""
+    if os.environ.get("PLM_CACHE"):
+        return Path(os.environ["PLM_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "plm"
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+
+
+def _raw_lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as bytes, decompressed; a broken gzip file is one line."""
+    try:
+        with _open(path) as stream:
+            yield from stream
+    except (OSError, EOFError) as exc:
+        raise PlmError(f"{path} is not a valid gzip file ({exc}).") from exc
+
+
+def _pieces(path: Path, number: int, raw: bytes) -> list[str]:
+    """The stripped lines in one raw line of a file ('' for a blank one); CR, LF and CRLF all end a line."""
+    try:
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise PlmError(
+            f"{path} line {number} is not UTF-8 text ({exc.reason}); "
+            "convert it to UTF-8 first, e.g. iconv -f latin1 -t utf-8."
+        ) from exc
+    if "\x00" in text:
+        raise PlmError(f"{path} looks like a binary file (it contains NUL bytes), not text.")
+    pieces = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return [piece.strip() for piece in (pieces[:-1] if text.endswith(("\n", "\r")) else pieces)]
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    for number, raw in enumerate(_raw_lines(path), 1):
+        yield from _pieces(path, number, raw)
+
+
+def scan(files: list[Path], sources: list[str]) -> Scan:
+    """One pass over the files: validate, count lines and documents, hash the content."""
+    result = Scan(files=files, sources=sources, digests=[])
+    for path in files:
+        digest, in_document = hashlib.sha256(), False
+        for number, raw in enumerate(_raw_lines(path), 1):
+            digest.update(raw)
+            for line in _pieces(path, number, raw):
+                if line:
+                    result.lines += 1
+                    result.documents += not in_document
+                in_document = bool(line)
+        result.digests.append(digest.hexdigest())
+    if result.lines == 0:
+        raise PlmError(f"the corpus has no text: {', '.join(sources)} {'is' if len(sources) == 1 else 'are'} empty.")
+    return result
+
+
+def lines(files: list[Path]) -> Iterator[str]:
+    """Every non-empty line of the files, in order, read as a stream."""
+    return (line for path in files for line in _text_lines(path) if line)
+
+
+def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    while batch := list(islice(items, size)):
+        yield batch
+
+
+def _examples(files: list[str], tokenizer, max_length: int, line_by_line: bool, offsets: bool) -> Iterator[dict]:
+    """Training examples of the files: blocks over the concatenated lines, or one (cut) example per line."""
+    names = ["input_ids", "special_tokens_mask"] + (["offset_mapping"] if offsets else [])
+    carry: dict[str, list] = {name: [] for name in names}
+    for batch in _batches(lines([Path(f) for f in files]), BATCH_LINES):
+        encoded = tokenizer(
+            batch,
+            return_special_tokens_mask=True,
+            return_offsets_mapping=offsets,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            truncation=False,
+            verbose=False,
+        )
+        if line_by_line:
+            for row in range(len(batch)):
+                example = {name: encoded[name][row] for name in names}
+                cut = len(example["input_ids"]) > max_length
+                if cut:  # keep the final [SEP]
+                    example = {name: values[: max_length - 1] + values[-1:] for name, values in example.items()}
+                yield {**example, "length": len(example["input_ids"]), "truncated": cut}
+            continue
+        for name in names:
+            carry[name].extend(chain.from_iterable(encoded[name]))
+        usable = len(carry["input_ids"]) // max_length * max_length
+        for start in range(0, usable, max_length):
+            yield {name: carry[name][start : start + max_length] for name in names} | {
+                "length": max_length,
+                "truncated": False,
+            }
+        for name in names:
+            del carry[name][:usable]
+    if carry["input_ids"]:  # the corpus's last, short block is kept
+        yield carry | {"length": len(carry["input_ids"]), "truncated": False}
+
+
+def _features(offsets: bool):
+    from datasets import Features, Sequence, Value
+
+    columns = {
+        "input_ids": Sequence(Value("int32")),
+        "special_tokens_mask": Sequence(Value("int8")),
+        "length": Value("int32"),
+        "truncated": Value("bool"),
+    }
+    if offsets:
+        columns["offset_mapping"] = Sequence(Sequence(Value("int32"), length=2))
+    return Features(columns)
+
+
+@dataclass
+class Tokenized:
+    """The corpus's examples (a memory-mapped datasets.Dataset) and what a run reports about them."""
+
+    dataset: object  # datasets.Dataset with input_ids, special_tokens_mask (, offset_mapping)
+    tokens: int
+    truncated: int
+    cached: bool  # True when a previous run had tokenized this corpus
+    location: Path
+
+
+def tokenized(
+    corpus: Scan, tokenizer, max_length: int, line_by_line: bool, whole_word_mask: bool, workers: int = 1
+) -> Tokenized:
+    """The corpus's examples from the cache, tokenizing (with ``workers`` processes) on a miss."""
+    from datasets import Dataset, load_from_disk
+    from datasets.exceptions import DatasetGenerationError
+    from filelock import FileLock
+
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "corpus": corpus.digests,
+                "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+                "max_length": max_length,
+                "line_by_line": line_by_line,
+                "whole_word_mask": whole_word_mask,
+            }
+        ).encode()
+    ).hexdigest()[:32]
+    root = cache_root() / "corpora"
+    root.mkdir(parents=True, exist_ok=True)
+    location = root / key
+    with FileLock(str(root / f"{key}.lock")):
+        cached = (location / "plm-stats.json").is_file()
+        if not cached:
+            staging = root / f".{key}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            # datasets splits a list into shards (whole files) for the workers; a tuple is one stream,
+            # so blocks run across file boundaries as they do in memory.
+            files = [str(path) for path in corpus.files]
+            console.info(f"Tokenizing the corpus into {location} (once; later runs reuse it) ...")
+            try:
+                built = Dataset.from_generator(
+                    _examples,
+                    features=_features(whole_word_mask),
+                    cache_dir=str(staging / "build"),
+                    gen_kwargs={
+                        "files": files if workers > 1 else tuple(files),
+                        "tokenizer": tokenizer,
+                        "max_length": max_length,
+                        "line_by_line": line_by_line,
+                        "offsets": whole_word_mask,
+                    },
+                    num_proc=min(workers, len(files)) if workers > 1 else None,
+                )
+            except DatasetGenerationError as exc:
+                cause = exc.__cause__
+                raise (cause if isinstance(cause, PlmError) else exc) from cause
+            stats = {"tokens": int(sum(built["length"])), "truncated": int(sum(built["truncated"]))}
+            built.remove_columns(["length", "truncated"]).save_to_disk(str(staging / "examples"))
+            (staging / "examples" / "plm-stats.json").write_text(json.dumps(stats))
+            os.replace(staging / "examples", location)
+            shutil.rmtree(staging, ignore_errors=True)
+    stats = json.loads((location / "plm-stats.json").read_text())
+    dataset = load_from_disk(str(location))
+    if stats["tokens"] < 2:
+        raise PlmError("the corpus is too short to train on: it makes fewer than 2 tokens.")
+    return Tokenized(dataset, stats["tokens"], stats["truncated"], cached, location)
+
+
+def examples_of(dataset, indices: list[int]):
+    """Rows of the cached dataset as corpus.Examples (for the held-out set, a few thousand rows at most)."""
+    from plmcli.corpus import Examples
+
+    rows = dataset.select(indices).to_dict()
+    return Examples(rows, sum(len(ids) for ids in rows["input_ids"]))
+
+
+def read_files(items: list[str]) -> tuple[list[Path], list[str]]:
+    """The files the CORPUS arguments name (no stdin), and their names as given."""
+    from plmcli.corpus import expand
+
+    files = [path for item in items for path in expand(item)]
+    return files, [str(path) for path in files]
