@@ -129,22 +129,27 @@ class Examples:
         return Examples(columns, sum(len(ids) for ids in columns["input_ids"]))
 
 
+def encode_batch(lines: list[str], tokenizer, special_tokens: bool = True, offsets: bool = False):
+    """One tokenizer call over a batch of lines: ids, special-tokens mask (and character offsets), uncut."""
+    return tokenizer(
+        lines,
+        add_special_tokens=special_tokens,
+        return_special_tokens_mask=True,
+        return_offsets_mapping=offsets,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        truncation=False,
+        verbose=False,
+    )
+
+
 def _encode_lines(lines: list[str], tokenizer, special_tokens: bool, offsets: bool) -> dict[str, list]:
     """Tokenize lines in chunks (the fast tokenizer batches them in Rust)."""
     encoded: dict[str, list] = {"input_ids": [], "special_tokens_mask": []}
     if offsets:
         encoded["offset_mapping"] = []
     for start in range(0, len(lines), 2000):
-        batch = tokenizer(
-            lines[start : start + 2000],
-            add_special_tokens=special_tokens,
-            return_special_tokens_mask=True,
-            return_offsets_mapping=offsets,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            truncation=False,
-            verbose=False,
-        )
+        batch = encode_batch(lines[start : start + 2000], tokenizer, special_tokens, offsets)
         for name in encoded:
             encoded[name].extend(batch[name])
     return encoded

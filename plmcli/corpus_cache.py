@@ -22,6 +22,7 @@ from itertools import chain, islice
 from pathlib import Path
 
 from plmcli import console
+from plmcli.corpus import Examples, encode_batch, expand
 from plmcli.errors import PlmError
 
 FORMAT = 1  # bump when the cached examples change shape
@@ -121,15 +122,7 @@ def _examples(files: list[str], tokenizer, max_length: int, line_by_line: bool, 
     names = ["input_ids", "special_tokens_mask"] + (["offset_mapping"] if offsets else [])
     carry: dict[str, list] = {name: [] for name in names}
     for batch in _batches(lines([Path(f) for f in files]), BATCH_LINES):
-        encoded = tokenizer(
-            batch,
-            return_special_tokens_mask=True,
-            return_offsets_mapping=offsets,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            truncation=False,
-            verbose=False,
-        )
+        encoded = encode_batch(batch, tokenizer, offsets=offsets)
         if line_by_line:
             for row in range(len(batch)):
                 example = {name: encoded[name][row] for name in names}
@@ -240,15 +233,11 @@ def tokenized(
 
 def examples_of(dataset, indices: list[int]):
     """Rows of the cached dataset as corpus.Examples (for the held-out set, a few thousand rows at most)."""
-    from plmcli.corpus import Examples
-
     rows = dataset.select(indices).to_dict()
     return Examples(rows, sum(len(ids) for ids in rows["input_ids"]))
 
 
 def read_files(items: list[str]) -> tuple[list[Path], list[str]]:
     """The files the CORPUS arguments name (no stdin), and their names as given."""
-    from plmcli.corpus import expand
-
     files = [path for item in items for path in expand(item)]
     return files, [str(path) for path in files]
