@@ -12,6 +12,7 @@ reads the checkpoint (safetensors weights; its other files with ``weights_only=T
 
 import json
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -35,8 +36,8 @@ def run_dir(output: Path) -> Path:
 
 
 def _step(path: Path) -> int:
-    suffix = path.name[len(PREFIX) :]
-    return int(suffix) if path.name.startswith(PREFIX) and suffix.isdigit() else -1
+    match = re.fullmatch(r"checkpoint-([0-9]+)", path.name)
+    return int(match.group(1)) if match else -1
 
 
 def listed(directory: Path) -> list[Path]:
@@ -50,11 +51,25 @@ def listed(directory: Path) -> list[Path]:
 def problem(checkpoint: Path) -> Optional[str]:
     """Why ``checkpoint`` cannot be resumed from (missing, truncated or changed files), or None."""
     try:
-        recorded = json.loads((checkpoint / MANIFEST).read_text(encoding="utf-8"))["files"]
+        manifest = json.loads((checkpoint / MANIFEST).read_text(encoding="utf-8"))
+        recorded = manifest["files"]
+        well_formed = (
+            isinstance(recorded, dict)
+            and isinstance(manifest["settings"], dict)
+            and isinstance(manifest["step"], int)
+            and all(
+                isinstance(entry, dict) and isinstance(entry["bytes"], int) and isinstance(entry["sha256"], str)
+                for entry in recorded.values()
+            )
+        )
     except FileNotFoundError:
         return f"{MANIFEST} is missing (its save did not finish)"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        well_formed = False
+    if not well_formed:
         return f"{MANIFEST} is unreadable"
+    if any(Path(name).name != name or name.startswith(".") or name == MANIFEST for name in recorded):
+        return f"{MANIFEST} lists files outside the checkpoint"
     for name in REQUIRED:
         if name not in recorded:
             return f"it has no {name}"
@@ -151,11 +166,20 @@ def _write_manifest(directory: Path, step: int, settings: dict, state: dict) -> 
 
 
 def _rotate(directory: Path, best: Optional[str]) -> None:
-    """Keep the KEEP newest checkpoints and the best one; remove the rest."""
-    keep = set(listed(directory)[:KEEP]) | ({Path(best)} if best else set())
-    for checkpoint in listed(directory):
+    """Keep the KEEP newest checkpoints plm wrote (those with a manifest) and the best one; remove older ones."""
+    written = [checkpoint for checkpoint in listed(directory) if (checkpoint / MANIFEST).is_file()]
+    keep = set(written[:KEEP]) | ({Path(best)} if best else set())
+    for checkpoint in written:
         if checkpoint not in keep:
             shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def discard_if_empty(directories: list[Path]) -> None:
+    """Remove the directories a failed run created and left empty (its checkpoints dir, then the output)."""
+    if console.is_main_process():
+        for directory in directories:
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
 
 
 def save(trainer, settings: dict, state: dict) -> Path:
@@ -191,8 +215,10 @@ def save(trainer, settings: dict, state: dict) -> Path:
         if main:
             fsync_tree(staging)
             _write_manifest(staging, step, settings, state)
-            if final.exists():
+            if final.is_dir():
                 shutil.rmtree(final)
+            elif final.exists():
+                final.unlink()  # not a checkpoint: a stray file under its name
             os.replace(staging, final)
             _rotate(directory, trainer.state.best_model_checkpoint)
     except (OSError, RuntimeError, SafetensorError) as exc:

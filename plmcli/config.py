@@ -9,6 +9,7 @@ name the user would type, so the CLI and Python callers get the same messages::
 """
 
 import codecs
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -44,15 +45,23 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def _check_positive(name: str, value: Optional[float]) -> None:
-    if value is not None and value <= 0:
-        raise PlmError(f"{name} must be greater than 0; got {value}.")
+    if value is not None and not (0 < value < math.inf):
+        raise PlmError(f"{name} must be a finite number greater than 0; got {value}.")
 
 
-def _check_encoding(encoding: str) -> None:
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:
+        raise PlmError(f"--seed must be between 0 and 4294967295; got {seed}.")
+
+
+def check_encoding(encoding: str) -> None:
+    """Refuse a name that is not a text codec Python knows (base64 and zlib are codecs, but not text)."""
     try:
-        codecs.lookup(encoding)
+        text = codecs.lookup(encoding)._is_text_encoding
     except LookupError:
-        raise PlmError(f"--encoding {encoding} is not an encoding Python knows; try utf-8, latin-1, cp1252.") from None
+        text = False
+    if not text:
+        raise PlmError(f"--encoding {encoding} is not a text encoding Python knows; try utf-8, latin-1, cp1252.")
 
 
 def _check_resume(resume: bool, overwrite: bool, allow_changed_settings: bool) -> None:
@@ -112,10 +121,11 @@ class FinetuneConfig:
         ):
             _check_positive(name, value)
         _check_resume(self.resume, self.overwrite, self.allow_changed_settings)
+        _check_seed(self.seed)
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--precision", self.precision, PRECISIONS)
         _check_choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
-        _check_encoding(self.encoding)
+        check_encoding(self.encoding)
         if self.multi_label:
             _check_choice("--metric with --multi-label", self.metric, MULTI_LABEL_METRICS)
         else:
@@ -177,6 +187,7 @@ class PretrainConfig:
         ):
             _check_positive(name, value)
         _check_resume(self.resume, self.overwrite, self.allow_changed_settings)
+        _check_seed(self.seed)
         if self.max_length < 8:
             raise PlmError(f"--max-length must be at least 8; got {self.max_length}.")
         if self.from_scratch and self.vocab_size < 100:
@@ -230,7 +241,9 @@ class CheckConfig:
     def __post_init__(self) -> None:
         _check_positive("--max-length", self.max_length)
         _check_choice("--format", self.format, ("table", "json"))
-        _check_encoding(self.encoding)
+        check_encoding(self.encoding)
+        if self.multi_label and not self.label_separator.strip():
+            raise PlmError("--label-separator must be a visible character or string, like '|' or ';'.")
 
 
 @dataclass
@@ -257,7 +270,7 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         for name, value in (("--batch-size", self.batch_size), ("--max-length", self.max_length)):
             _check_positive(name, value)
-        _check_encoding(self.encoding)
+        check_encoding(self.encoding)
         _check_choice("--long", self.long, LONG_TEXTS)
         _check_choice("--format", self.format, ("table", "json"))
         _check_choice("--device", self.device, DEVICES)
@@ -287,7 +300,7 @@ class PredictConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        _check_encoding(self.encoding)
+        check_encoding(self.encoding)
         if self.texts and self.file:
             raise PlmError("give texts as arguments or --file, not both.")
         if not self.texts and not self.file:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from plmcli import console
 from plmcli.corpus import Examples, encode_batch, expand
-from plmcli.errors import PlmError
+from plmcli.errors import RUNTIME_FAILURE, PlmError
 
 FORMAT = 1  # bump when the cached examples change shape
 BATCH_LINES = 2000  # lines tokenized per call (the fast tokenizer batches them in Rust)
@@ -174,8 +174,6 @@ def tokenized(
     corpus: Scan, tokenizer, max_length: int, line_by_line: bool, whole_word_mask: bool, workers: int = 1
 ) -> Tokenized:
     """The corpus's examples from the cache, tokenizing (with ``workers`` processes) on a miss."""
-    from datasets import Dataset, load_from_disk
-    from datasets.exceptions import DatasetGenerationError
     from filelock import FileLock
 
     key = hashlib.sha256(
@@ -191,44 +189,76 @@ def tokenized(
         ).encode()
     ).hexdigest()[:32]
     root = cache_root() / "corpora"
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PlmError(
+            f"cannot keep tokenized corpora in {root} ({exc.strerror}); set PLM_CACHE to a writable directory.",
+            RUNTIME_FAILURE,
+        ) from exc
     location = root / key
     with FileLock(str(root / f"{key}.lock")):
-        cached = (location / "plm-stats.json").is_file()
-        if not cached:
-            staging = root / f".{key}.partial"
-            shutil.rmtree(staging, ignore_errors=True)
-            # datasets splits a list into shards (whole files) for the workers; a tuple is one stream,
-            # so blocks run across file boundaries as they do in memory.
-            files = [str(path) for path in corpus.files]
-            console.info(f"Tokenizing the corpus into {location} (once; later runs reuse it) ...")
-            try:
-                built = Dataset.from_generator(
-                    _examples,
-                    features=_features(whole_word_mask),
-                    cache_dir=str(staging / "build"),
-                    gen_kwargs={
-                        "files": files if workers > 1 else tuple(files),
-                        "tokenizer": tokenizer,
-                        "max_length": max_length,
-                        "line_by_line": line_by_line,
-                        "offsets": whole_word_mask,
-                    },
-                    num_proc=min(workers, len(files)) if workers > 1 else None,
-                )
-            except DatasetGenerationError as exc:
-                cause = exc.__cause__
-                raise (cause if isinstance(cause, PlmError) else exc) from cause
-            stats = {"tokens": int(sum(built["length"])), "truncated": int(sum(built["truncated"]))}
-            built.remove_columns(["length", "truncated"]).save_to_disk(str(staging / "examples"))
-            (staging / "examples" / "plm-stats.json").write_text(json.dumps(stats))
-            os.replace(staging / "examples", location)
-            shutil.rmtree(staging, ignore_errors=True)
-    stats = json.loads((location / "plm-stats.json").read_text())
-    dataset = load_from_disk(str(location))
+        loaded = _load(location)
+        if loaded is None:
+            _build(corpus, tokenizer, max_length, line_by_line, whole_word_mask, workers, location)
+        dataset, stats = loaded or _load(location)
     if stats["tokens"] < 2:
         raise PlmError("the corpus is too short to train on: it makes fewer than 2 tokens.")
-    return Tokenized(dataset, stats["tokens"], stats["truncated"], cached, location)
+    return Tokenized(dataset, stats["tokens"], stats["truncated"], loaded is not None, location)
+
+
+def _load(location: Path):
+    """(dataset, stats) from the cache, or None when it is missing or damaged (it is then built again)."""
+    from datasets import load_from_disk
+
+    if not (location / "plm-stats.json").is_file():
+        return None
+    try:
+        stats = json.loads((location / "plm-stats.json").read_text())
+        dataset = load_from_disk(str(location))
+        if not isinstance(stats.get("tokens"), int) or not len(dataset):
+            raise ValueError("incomplete")
+        return dataset, stats
+    except Exception as exc:  # whatever the damage (Arrow, JSON, a missing shard), the cure is to rebuild
+        console.warn(f"the tokenized corpus in {location} is damaged ({type(exc).__name__}); tokenizing again.")
+        shutil.rmtree(location, ignore_errors=True)
+        return None
+
+
+def _build(corpus: Scan, tokenizer, max_length, line_by_line, whole_word_mask, workers, location: Path) -> None:
+    """Tokenize the corpus into a staging directory beside ``location`` and rename it into place when whole."""
+    from datasets import Dataset
+    from datasets.exceptions import DatasetGenerationError
+
+    staging = location.parent / f".{location.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    # datasets splits a list into shards (whole files) for the workers; a tuple is one stream,
+    # so blocks run across file boundaries as they do in memory.
+    files = [str(path) for path in corpus.files]
+    console.info(f"Tokenizing the corpus into {location} (once; later runs reuse it) ...")
+    try:
+        built = Dataset.from_generator(
+            _examples,
+            features=_features(whole_word_mask),
+            cache_dir=str(staging / "build"),
+            gen_kwargs={
+                "files": files if workers > 1 else tuple(files),
+                "tokenizer": tokenizer,
+                "max_length": max_length,
+                "line_by_line": line_by_line,
+                "offsets": whole_word_mask,
+            },
+            num_proc=min(workers, len(files)) if workers > 1 else None,
+        )
+        stats = {"tokens": int(sum(built["length"])), "truncated": int(sum(built["truncated"]))}
+        built.remove_columns(["length", "truncated"]).save_to_disk(str(staging / "examples"))
+        (staging / "examples" / "plm-stats.json").write_text(json.dumps(stats))
+        os.replace(staging / "examples", location)
+    except DatasetGenerationError as exc:
+        cause = exc.__cause__
+        raise (cause if isinstance(cause, PlmError) else exc) from cause
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def examples_of(dataset, indices: list[int]):
@@ -239,5 +269,10 @@ def examples_of(dataset, indices: list[int]):
 
 def read_files(items: list[str]) -> tuple[list[Path], list[str]]:
     """The files the CORPUS arguments name (no stdin), and their names as given."""
-    files = [path for item in items for path in expand(item)]
+    files = []
+    for path in (path for item in items for path in expand(item)):
+        if path.resolve() in {known.resolve() for known in files}:
+            console.warn(f"{path} is named twice; it is read once.")
+        else:
+            files.append(path)
     return files, [str(path) for path in files]

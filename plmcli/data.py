@@ -10,10 +10,10 @@ label is an integer) fixes their ids for every split.
 
 import codecs
 import csv
-import io
 import json
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from plmcli import console
+from plmcli.config import check_encoding
 from plmcli.errors import PlmError, undecodable
 
 TABLE_SUFFIXES = {
@@ -124,14 +125,26 @@ def _stringify(value: object) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False, default=str)  # dates, decimals: as written
     return str(value)
 
 
 def _read_json_records(path: Path, lines: bool, encoding: str) -> list[dict]:
     text = path.read_text(encoding=encoding)
     if lines:
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 may sit inside a string
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PlmError(
+                    f"{path} line {number} is not valid JSON ({exc.msg} at column {exc.colno}); fix or remove it."
+                ) from exc
+            if not isinstance(record, dict):
+                raise PlmError(f'{path} line {number} is not a JSON object; expected {{"text": "...", ...}}.')
+            records.append(record)
     else:
         data = json.loads(text) if text.strip() else []
         if isinstance(data, dict):
@@ -149,13 +162,8 @@ def _read_json_records(path: Path, lines: bool, encoding: str) -> list[dict]:
 
 def python_encoding(encoding: str) -> str:
     """The codec to read a file with: UTF-8 as utf-8-sig, so a byte-order mark is dropped."""
-    try:
-        name = codecs.lookup(encoding).name
-    except LookupError:
-        raise PlmError(
-            f"--encoding {encoding} is not an encoding Python knows; try utf-8, latin-1 or cp1252."
-        ) from None
-    return "utf-8-sig" if name == "utf-8" else encoding
+    check_encoding(encoding)
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
 def _delimiter(path: Path, kind: str, encoding: str, quiet: bool = False) -> str:
@@ -203,30 +211,36 @@ def read_table(path_str: str, encoding: str = "utf-8") -> pd.DataFrame:
     """
     path = Path(path_str)
     kind = TABLE_SUFFIXES.get(path.suffix.lower())
+    if path.is_dir():
+        raise PlmError(f"{path} is a directory; expected a {kind or 'CSV, TSV, JSON, JSONL or Parquet'} file.")
     if kind is None:
         raise PlmError(
             f"unsupported file type '{path.suffix}' for {path}; expected one of: {', '.join(sorted(TABLE_SUFFIXES))}."
         )
     if not path.exists():
         raise PlmError(f"file not found: {path}")
-    if path.is_dir():
-        raise PlmError(f"{path} is a directory; expected a {kind} file.")
     codec = python_encoding(encoding)
     separator = None
     try:
         if kind in ("CSV", "TSV"):
             separator = _delimiter(path, kind, codec)
-            frame = pd.read_csv(
-                path,
-                sep=separator,
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                encoding=codec,
-                skip_blank_lines=True,
-                # GLUE-style TSV files carry bare quotes inside sentences.
-                quoting=csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL,
-            )
+            quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL  # GLUE TSVs hold bare quotes
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                frame = pd.read_csv(
+                    path,
+                    sep=separator,
+                    dtype=str,
+                    keep_default_na=False,
+                    na_filter=False,
+                    encoding=codec,
+                    skip_blank_lines=True,
+                    quoting=quoting,
+                    index_col=False,  # a first row with an extra field is an error, not an index column
+                )
+            if any("does not match length of data" in str(warning.message) for warning in caught):
+                raise _ragged(path, codec, separator, quoting)
+            _check_header(path, codec, separator, quoting)
         else:
             # Cells become strings one by one, before pandas could widen a column with a gap to floats (1 -> 1.0).
             if kind == "Parquet":
@@ -250,6 +264,8 @@ def read_table(path_str: str, encoding: str = "utf-8") -> pd.DataFrame:
     except (json.JSONDecodeError, ValueError, OSError) as exc:
         reason = " ".join(str(exc).split())
         raise PlmError(f"cannot read {path} as {kind}: {reason}") from exc
+    except RecursionError as exc:
+        raise PlmError(f"cannot read {path} as {kind}: it is nested too deeply.") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
     if repeated:
@@ -259,6 +275,42 @@ def read_table(path_str: str, encoding: str = "utf-8") -> pd.DataFrame:
     if len(frame) == 0:
         raise PlmError(f"{path} has a header but no rows.")
     return frame
+
+
+def _records(path: Path, encoding: str, separator: str, quoting: int):
+    """(line where it starts, fields) of each non-blank record, read by Python's csv module."""
+    csv.field_size_limit(sys.maxsize)  # a long text is still one field
+    with open(path, encoding=encoding, newline="") as stream:
+        reader = csv.reader(stream, delimiter=separator, quoting=quoting)
+        previous = 0
+        for record in reader:
+            if record:
+                yield previous + 1, record
+            previous = reader.line_num
+
+
+def _ragged(path: Path, encoding: str, separator: str, quoting: int) -> PlmError:
+    """The error for the first row with more fields than the header."""
+    records = _records(path, encoding, separator, quoting)
+    _, header = next(records)
+    for line, fields in records:
+        if len(fields) > len(header):
+            return _parser_error(
+                path, separator, ValueError(f"Expected {len(header)} fields in line {line}, saw {len(fields)}")
+            )
+    return PlmError(f"{path} has rows with more fields than its header; check the separators.")
+
+
+def _check_header(path: Path, encoding: str, separator: str, quoting: int) -> None:
+    """Refuse header names that are empty or repeated (pandas would invent 'Unnamed: 1' or rename to 'text.1')."""
+    _, header = next(_records(path, encoding, separator, quoting))
+    names = [name.strip() for name in header]
+    for number, name in enumerate(names, 1):
+        if not name:
+            raise PlmError(f"{path}: column {number} of the header has no name; give it one.")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise PlmError(f"{path} has more than one column named {', '.join(repeated)}; rename them.")
 
 
 def row_lines(path_str: str, encoding: str = "utf-8") -> Optional[list[int]]:
@@ -272,18 +324,12 @@ def row_lines(path_str: str, encoding: str = "utf-8") -> Optional[list[int]]:
     if kind in (None, "JSON", "Parquet"):
         return None
     codec = python_encoding(encoding)
-    text = path.read_text(encoding=codec)
     if kind == "JSONL":
-        return [number for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+        text = path.read_text(encoding=codec)
+        return [number for number, line in enumerate(text.split("\n"), 1) if line.strip()]
     separator = _delimiter(path, kind, codec, quiet=True)
     quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, quoting=quoting)
-    starts, previous = [], 0
-    for record in reader:
-        if record:  # blank lines are skipped, as pandas does
-            starts.append(previous + 1)
-        previous = reader.line_num
-    return starts[1:]  # the header is not a row
+    return [line for line, _ in _records(path, codec, separator, quoting)][1:]  # the header is not a row
 
 
 def _find_by_name(columns: list[str], names: tuple[str, ...], exclude: set[str]) -> Optional[str]:
@@ -558,8 +604,8 @@ def load_classification(
         held_out = rows
         if not validation_index:
             raise PlmError(
-                f"{data} is too small to hold out a validation set ({len(rows.texts)} rows); "
-                "add rows or pass --validation FILE."
+                f"no label in {data} has 2 or more rows ({len(rows.texts)} rows, {len(set(strata))} labels), so "
+                "none can be held out for validation; add rows or pass --validation FILE."
             )
     # The label set comes from the whole training split, also when --max-train-samples keeps a part of it.
     every_train_label = [rows.labels[i] for i in train_index]
@@ -653,7 +699,7 @@ def read_texts(
     came from (None for plain lines) and the text column.
     """
     if file == "-":
-        lines = sys.stdin.read().splitlines()
+        lines = _split_lines(sys.stdin.read())
         source = "standard input"
     else:
         path = Path(file)
@@ -667,7 +713,7 @@ def read_texts(
         check_readable(file)
         codec = python_encoding(encoding)
         try:
-            lines = path.read_text(encoding=codec).splitlines()
+            lines = _split_lines(path.read_text(encoding=codec))
         except UnicodeDecodeError as exc:
             hint = "pass --encoding with the file's encoding (like --encoding latin-1), or save it as UTF-8."
             raise undecodable(str(path), path.read_bytes(), codec, hint) from exc
@@ -678,6 +724,11 @@ def read_texts(
     if not texts:
         raise PlmError(f"{source} holds no text; expected one text per line.")
     return texts, None, None, None
+
+
+def _split_lines(text: str) -> list[str]:
+    """Lines ended by LF, CRLF or CR only (str.splitlines also splits at U+2028, form feeds and more)."""
+    return re.split(r"\r\n|\r|\n", text)
 
 
 def tokenize(texts: list[str], labels: Optional[list], tokenizer, max_length: int, pairs: Optional[list[str]] = None):

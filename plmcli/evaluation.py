@@ -32,7 +32,10 @@ class EvaluationResult:
 def evaluate(config: EvaluateConfig) -> EvaluationResult:
     """Score the model of ``config`` on its labelled data and write the report directory."""
     output = check_output_dir(
-        config.output or str(Path(config.model) / "eval"), config.overwrite, (config.data,), marker="metrics.json"
+        config.output or str(Path(config.model) / "eval"),
+        config.overwrite,
+        (config.data, config.model),  # never the model directory itself
+        marker="metrics.json",
     )
     frame = data.read_table(config.data, config.encoding)
     classifier = load_for_inference(config)

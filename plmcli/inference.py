@@ -283,7 +283,12 @@ def predict(config: PredictConfig) -> PredictResult:
     label_names = classifier.label_names
     input_columns = list(table.columns) if table is not None else ["text"]
     # An input table with its own label (or score) column keeps it; the predictions get a prefix.
-    prefix = "predicted_" if {"label", "score"} & set(input_columns) else ""
+    taken = set(input_columns)
+    prefix = next(
+        p for p in ("", "predicted_", "plm_predicted_", None) if p is None or not {p + "label", p + "score"} & taken
+    )
+    if prefix is None:
+        raise PlmError(f"{config.file} already has columns for plm's predictions (label, predicted_label, ...).")
     label_column, score_column = f"{prefix}label", f"{prefix}score"
     if prefix:
         console.info(
@@ -292,6 +297,9 @@ def predict(config: PredictConfig) -> PredictResult:
     top_k = min(config.top_k, len(label_names))
     extra = [name for k in range(2, top_k + 1) for name in (f"label_{k}", f"score_{k}")]
     extra += [f"prob_{name}" for name in label_names] if config.all_scores else []
+    clashes = sorted(taken & set(extra))
+    if clashes:
+        raise PlmError(f"{config.file} already has the columns {', '.join(clashes)}, which the predictions need.")
     records = table.to_dict("records") if table is not None else [{"text": text} for text in texts]
     rows = [
         _prediction_row(record, probs, picked, classifier, (label_column, score_column), top_k, config.all_scores)
@@ -350,14 +358,20 @@ def fill_mask(config: FillMaskConfig) -> list[dict]:
     limit = modeling.model_limit(tokenizer, model)
     encodings = tokenizer(texts, truncation=True, max_length=limit, padding=True, return_tensors="pt")
     masks = encodings["input_ids"] == tokenizer.mask_token_id  # (texts, len)
-    lost = [original for original, row in zip(config.texts, masks) if not row.any()]
-    if lost:
-        raise PlmError(f"the mask in {lost[0]!r} lies beyond the model's {limit}-token limit.")
+    written = [ids.count(tokenizer.mask_token_id) for ids in tokenizer(texts, verbose=False)["input_ids"]]
+    for original, row, count in zip(config.texts, masks, written):
+        if int(row.sum()) < count:
+            raise PlmError(
+                f"{count - int(row.sum())} of the {count} masks in {original[:60]!r} lie beyond the model's "
+                f"{limit}-token limit; shorten the text."
+            )
     model.to(device)
     with torch.inference_mode():
         logits = model(**{name: tensor.to(device) for name, tensor in encodings.items()}).logits  # (texts, len, vocab)
         vocabulary = logits.size(-1)
-        logits[..., [i for i in tokenizer.all_special_ids if i < vocabulary]] = float("-inf")
+        special = [i for i in set(tokenizer.all_special_ids) if i < vocabulary]
+        logits[..., special] = float("-inf")  # never proposed, however large --top-k is
+    top_k = min(config.top_k, vocabulary - len(special))
     framing = {
         tokenizer.cls_token_id,
         tokenizer.sep_token_id,
@@ -370,7 +384,7 @@ def fill_mask(config: FillMaskConfig) -> list[dict]:
         ids = encodings["input_ids"][row].tolist()
         fillers = []
         for position in masks[row].nonzero().view(-1).tolist():
-            scores, candidates = logits[row, position].float().softmax(-1).topk(min(config.top_k, vocabulary))
+            scores, candidates = logits[row, position].float().softmax(-1).topk(top_k)
             fillers.append(
                 [
                     {

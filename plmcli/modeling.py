@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -54,8 +55,7 @@ def resolve(model: Optional[str], allow_pickle: bool = False) -> ModelSource:
     if path.exists():
         if not path.is_dir():
             raise PlmError(f"--model {model} is a file; expected a model directory or a Hugging Face model id.")
-        if not (path / "config.json").is_file():
-            raise PlmError(f"{model} is not a model directory: config.json is missing.")
+        read_config(str(path))  # a missing, broken or misshapen config.json is one line
         return ModelSource(str(path), str(model), local=True, allow_pickle=allow_pickle)
     # './x', '/x', 'a/b/c' or 'runs/x' beside an existing 'runs/' name a directory, not a hub id.
     looks_local = (
@@ -74,11 +74,15 @@ def read_config(directory: str) -> dict:
     """config.json of a local model directory as a dict; a broken file is a one-line error."""
     path = Path(directory) / "config.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PlmError(f"{directory} is not a model directory: config.json is missing.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PlmError(f"{path} is not valid JSON ({exc}); the model directory is broken.", RUNTIME_FAILURE) from exc
+    if not isinstance(config, dict) or not isinstance(config.get("id2label", {}), dict):
+        what = "a model configuration (a JSON object with an id2label object)"
+        raise PlmError(f"{path} is not {what}; the model directory is broken.", RUNTIME_FAILURE)
+    return config
 
 
 def _load(loader, source: ModelSource, what: str, **kwargs):
@@ -89,13 +93,15 @@ def _load(loader, source: ModelSource, what: str, **kwargs):
     from safetensors import SafetensorError
 
     try:
-        return loader(
-            source.location,
-            use_safetensors=None if source.allow_pickle else True,
-            trust_remote_code=False,
-            local_files_only=source.local,
-            **kwargs,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's advice on weights_only=False is not plm's to follow
+            return loader(
+                source.location,
+                use_safetensors=None if source.allow_pickle else True,
+                trust_remote_code=False,
+                local_files_only=source.local,
+                **kwargs,
+            )
     except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as exc:
         raise PlmError(
             f"cannot load '{source.name}': it is not a local directory and the Hugging Face Hub "
@@ -108,6 +114,11 @@ def _load(loader, source: ModelSource, what: str, **kwargs):
         ) from exc
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, pickle.UnpicklingError) as exc:
         reason = " ".join(str(exc).split())
+        if isinstance(exc, pickle.UnpicklingError) or "weights_only" in reason:
+            raise PlmError(
+                f"{source.name} holds pickled weights that torch's safe loader (weights_only=True) refuses, "
+                "because loading them would run code; plm does not load them."
+            ) from exc
         if "custom code" in reason or "trust_remote_code" in reason:
             raise PlmError(
                 f"{source.name} needs its own Python code (auto_map in config.json); plm never runs code that "

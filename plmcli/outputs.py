@@ -32,7 +32,8 @@ def check_output_dir(
     path = Path(output)
     if path.exists() and not path.is_dir():
         raise PlmError(f"--output {output} is a file; expected a directory.")
-    unfinished = (path / CHECKPOINTS).is_dir()
+    _check_parents(path, output)
+    unfinished = (path / CHECKPOINTS).is_dir() and any((path / CHECKPOINTS).glob("checkpoint-*"))
     if resume:
         if not unfinished:
             raise PlmError(f"nothing to resume: {output} holds no checkpoints. Run again without --resume.")
@@ -69,9 +70,17 @@ def check_output_file(output: str, overwrite: bool, inputs: tuple[str, ...] = ()
         raise PlmError(f"--output {output} is a directory; expected a file name.")
     if path.exists() and not overwrite:
         raise PlmError(f"{output} already exists; pass --overwrite to replace it, or choose another --output.")
+    _check_parents(path, output)
     if not path.parent.is_dir():
         raise PlmError(f"cannot write {output}: directory {path.parent} does not exist.")
     return path
+
+
+def _check_parents(path: Path, output: str) -> None:
+    """Refuse an output under an existing file (found before any work, not when the first file is written)."""
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise PlmError(f"cannot write --output {output}: {parent} is a file, not a directory.")
 
 
 def _shared_staging_name(final: Path) -> Optional[str]:

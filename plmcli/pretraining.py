@@ -18,7 +18,7 @@ from typing import Optional
 from plmcli import checkpoints, console, corpus, corpus_cache, modeling, reporting, speed
 from plmcli.config import PretrainConfig, default_learning_rate
 from plmcli.outputs import check_output_dir, staged_dir, writing
-from plmcli.training import train
+from plmcli.training import train, training_loss
 
 
 @dataclass
@@ -299,7 +299,8 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
             "validation": {"before": before, "after": after, "examples": len(validation_examples)},
             "perplexity_ratio": round(before["perplexity"] / max(after["perplexity"], 1e-9), 2),
             "train": {
-                "loss": round(float(train_output.training_loss), 4),
+                "loss": round(training_loss(trainer, train_output, resume_from), 4),
+                "resumed_from": str(resume_from) if resume_from else None,
                 "examples": len(train_set),
                 "tokens": train_tokens,
                 "epochs": config.epochs,

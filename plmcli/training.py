@@ -85,6 +85,8 @@ def train(command: list[str], resume_from=None, settings=None, state=None, callb
     """
     from transformers import PrinterCallback
 
+    run_dir = Path(trainer_arguments["args"].output_dir)
+    created = [path for path in (run_dir, run_dir.parent) if not path.exists()]
     progress, stopper = progress_callback(), checkpoints.stop_on_signal()
     trainer = checkpoints.trainer_class()(**trainer_arguments, callbacks=[progress, stopper, *callbacks])
     trainer.plm_settings, trainer.plm_state = settings or {}, state or {}
@@ -95,6 +97,7 @@ def train(command: list[str], resume_from=None, settings=None, state=None, callb
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     finally:
         progress.close()
+        checkpoints.discard_if_empty(created)  # a run that failed before its first checkpoint leaves nothing
     received = stopper.stopped_by or interrupts.requested()
     if received is not None:
         name = signal.Signals(received).name
@@ -108,6 +111,23 @@ def train(command: list[str], resume_from=None, settings=None, state=None, callb
             f"saved {trainer.plm_last_checkpoint}. Continue with: {resume}",
         )
     return trainer, output
+
+
+def training_loss(trainer, train_output, resume_from) -> float:
+    """The mean training loss over all steps, also for a resumed run.
+
+    After a resume the Trainer averages only the losses of the steps it ran itself over all the
+    steps; the logged losses (each the mean since the previous log, restored from the checkpoint)
+    give the mean over the whole run instead.
+    """
+    if resume_from is None:
+        return float(train_output.training_loss)
+    total, previous = 0.0, 0
+    for entry in trainer.state.log_history:
+        if "loss" in entry:
+            total += entry["loss"] * (entry["step"] - previous)
+            previous = entry["step"]
+    return total / previous if previous else float(train_output.training_loss)
 
 
 def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, precision: str, lr: float):
@@ -314,7 +334,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         metrics = {
             "validation": {"loss": float(prediction.metrics["test_loss"]), **report},
             "train": {
-                "loss": float(train_output.training_loss),
+                "loss": training_loss(trainer, train_output, resume_from),
+                "resumed_from": str(resume_from) if resume_from else None,
                 "samples": len(train_set),
                 "epochs": config.epochs,
                 "learning_rate": lr,

@@ -96,6 +96,12 @@ def test_resume_ends_where_an_uninterrupted_run_ends_with_the_same_weights(
     assert straight.exit_code == 0, straight.stderr
     # step 10 is mid-epoch (9 steps per epoch): the data order and dropout draws are restored too
     assert identical(weights(output), weights(tmp_path / "straight"))
+    resumed_metrics, straight_metrics = (
+        json.loads((path / "metrics.json").read_text()) for path in (output, tmp_path / "straight")
+    )
+    assert resumed_metrics["validation"] == straight_metrics["validation"]
+    assert resumed_metrics["train"]["loss"] == pytest.approx(straight_metrics["train"]["loss"], abs=1e-6)
+    assert resumed_metrics["train"]["resumed_from"] == str(output / "checkpoints" / "checkpoint-10")
 
 
 @pytest.mark.parametrize(
@@ -335,3 +341,27 @@ def test_a_full_disk_while_writing_the_model_keeps_the_old_model(tiny_classifier
     assert snapshot(model) == before
     assert AutoModelForSequenceClassification.from_pretrained(model).config.id2label
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "reviews.csv"]
+
+
+def test_junk_in_the_checkpoints_directory_is_skipped_or_replaced(cli, interrupted, tiny_base, data):
+    output, _ = interrupted
+    checkpoints = output / "checkpoints"
+    (checkpoints / "checkpoint-\u00b2").mkdir()  # a superscript two: not a step number
+    (checkpoints / "notes").mkdir()
+    (checkpoints / "checkpoint-12").write_text("a stray file where the next checkpoint goes")
+    for step, change in (
+        (20, lambda m: m.update(files=list(m["files"]))),
+        (30, lambda m: m["files"].update({"../x": {"bytes": 1, "sha256": "0"}})),
+    ):
+        shutil.copytree(checkpoints / "checkpoint-10", checkpoints / f"checkpoint-{step}")
+        manifest = json.loads((checkpoints / f"checkpoint-{step}" / "plm-checkpoint.json").read_text())
+        change(manifest)
+        (checkpoints / f"checkpoint-{step}" / "plm-checkpoint.json").write_text(json.dumps(manifest))
+    resumed = cli(*finetune_args(tiny_base, data, output), "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    warnings = [line for line in resumed.stderr.splitlines() if line.startswith("Warning: skipping")]
+    assert warnings == [
+        "Warning: skipping checkpoint-30: plm-checkpoint.json lists files outside the checkpoint.",
+        "Warning: skipping checkpoint-20: plm-checkpoint.json is unreadable.",
+    ]
+    assert "(step 10)" in resumed.stderr and (output / "model.safetensors").is_file()

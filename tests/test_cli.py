@@ -130,7 +130,7 @@ def test_predict_options_reach_the_config(cli, monkeypatch):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["finetune", "d.csv", "--epochs", "0"], "Error: --epochs must be greater than 0; got 0.0."),
+        (["finetune", "d.csv", "--epochs", "0"], "Error: --epochs must be a finite number greater than 0; got 0.0."),
         (
             ["finetune", "d.csv", "--validation-split", "1"],
             "Error: --validation-split must be between 0 and 1 (a share); got 1.0.",

@@ -90,3 +90,24 @@ def test_a_second_pretrain_run_skips_tokenizing(cli, tiny_base, corpus_txt, tmp_
     assert "Tokenizing the corpus into " not in second.stderr
     metrics = [json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("one", "two")]
     assert metrics[0]["validation"] == metrics[1]["validation"] and metrics[0]["corpus"] == metrics[1]["corpus"]
+
+
+def test_a_damaged_cache_is_built_again(tokenizer, files):
+    names = [str(f) for f in files]
+    first = corpus_cache.tokenized(corpus_cache.scan(files, names), tokenizer, 24, False, False)
+    expected = first.dataset.to_dict()
+    for shard in first.location.glob("*.arrow"):
+        shard.write_bytes(b"junk")
+    again = corpus_cache.tokenized(corpus_cache.scan(files, names), tokenizer, 24, False, False)
+    assert not again.cached and again.dataset.to_dict() == expected
+
+
+def test_an_unusable_cache_location_is_one_line(tokenizer, files, monkeypatch):
+    monkeypatch.setenv("PLM_CACHE", str(files[0]))  # a file, not a directory
+    with pytest.raises(PlmError) as error:
+        corpus_cache.tokenized(corpus_cache.scan(files, [str(f) for f in files]), tokenizer, 24, False, False)
+    assert str(error.value) == (
+        f"cannot keep tokenized corpora in {files[0]}/corpora (Not a directory); "
+        "set PLM_CACHE to a writable directory."
+    )
+    assert error.value.exit_code == 1

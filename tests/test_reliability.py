@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from plmcli import data
+from plmcli.errors import PlmError
 from tests.conftest import plm_command, sentiment_rows, snapshot, write_csv
 
 FAST = ("--epochs", "1", "--batch-size", "16", "--device", "cpu")
@@ -147,7 +148,8 @@ def test_latin_1_bytes_name_the_file_and_line_and_encoding_reads_them(cli, tiny_
     unknown = finetune(cli, tiny_base, path, tmp_path / "out", "--encoding", "klingon")
     assert unknown.exit_code == 2
     assert (
-        unknown.error_line == "Error: --encoding klingon is not an encoding Python knows; try utf-8, latin-1, cp1252."
+        unknown.error_line
+        == "Error: --encoding klingon is not a text encoding Python knows; try utf-8, latin-1, cp1252."
     )
 
 
@@ -358,3 +360,169 @@ def test_errors_leave_an_existing_model_untouched(cli, tiny_base, tiny_classifie
     run = finetune(cli, tiny_base, path, model, "--overwrite")
     assert run.exit_code == 2
     assert snapshot(model) == before
+
+
+# Found by a hostile-input review beyond the list
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            b"text,label\ngood, fun movie,positive\nbad film,negative\n",
+            "{path} line 2 has 3 fields where the header has 2; "
+            "put quotes around values that contain commas, or fix that line.",
+        ),
+        (b"text,text,label\na,b,c\n", "{path} has more than one column named text; rename them."),
+        (b"id,,label\n1,a,b\n", "{path}: column 2 of the header has no name; give it one."),
+        (b"text,label\n" + b"x" * 200_000 + b",\nfine,ok\n", "{path} has 1 row with an empty label (line 2); "),
+    ],
+)
+def test_shifted_rows_and_bad_headers_are_never_read_silently(tmp_path, content, message):
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    with pytest.raises(PlmError) as error:
+        data.load_classification(str(path), None, 0.2, seed=0)
+    assert str(error.value).startswith(message.format(path=path))
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("bad.jsonl", b'{"text": "a", "label": "x"}\n' * 6 + b'{"text": oops}\n', "{path} line 7 is not valid JSON ("),
+        ("list.jsonl", b'{"text": "a", "label": "x"}\n[1, 2]\n', "{path} line 2 is not a JSON object;"),
+        ("deep.json", b"[" * 100_000, "cannot read {path} as JSON: it is nested too deeply."),
+    ],
+)
+def test_broken_json_names_the_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(PlmError) as error:
+        data.read_table(str(path))
+    assert str(error.value).startswith(message.format(path=path))
+
+
+def test_jsonl_and_txt_lines_end_only_at_line_breaks(cli, tiny_classifier, tmp_path):
+    path = tmp_path / "odd.jsonl"
+    path.write_text('{"text": "a\u2028b", "label": "x"}\n{"text": "c", "label": "y"}\n', encoding="utf-8")
+    assert data.read_table(str(path))["text"].tolist() == ["a\u2028b", "c"]
+    lines = tmp_path / "lines.txt"
+    lines.write_text("good\u2028film\nbad\x0cfilm\nok\x85film\n", encoding="utf-8")
+    run = cli("predict", "--model", tiny_classifier, "--file", lines, "--format", "json")
+    assert run.exit_code == 0, run.stderr
+    assert len(json.loads(run.stdout)) == 3
+
+
+def test_parquet_with_nested_dates_is_read(tmp_path):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "nested.parquet"
+    stamp = datetime.datetime(2026, 1, 2, 3, 4, 5)
+    pq.write_table(pa.table({"text": ["a", "b"], "label": ["x", "y"], "seen": [[stamp], []]}), path)
+    assert data.read_table(str(path))["seen"].tolist() == ['["2026-01-02 03:04:05"]', "[]"]
+
+
+def test_predictions_never_overwrite_an_input_column(cli, tiny_classifier, tmp_path):
+    path = write_csv(
+        tmp_path / "in.csv", ["text", "label", "predicted_label"], [("a good film", "x", "mine"), ("bad", "y", "too")]
+    )
+    run = cli("predict", "--model", tiny_classifier, "--file", path, "--format", "csv")
+    assert run.exit_code == 0, run.stderr
+    header, first, _ = run.stdout.strip().split("\n")
+    assert header == "text,label,predicted_label,plm_predicted_label,plm_predicted_score"
+    assert first.startswith("a good film,x,mine,")
+
+
+def test_evaluate_never_writes_over_the_model_it_evaluates(cli, tiny_classifier, tmp_path):
+    model = copy_model(tiny_classifier, tmp_path / "model")
+    before = snapshot(model)
+    labelled = write_csv(tmp_path / "test.csv", ["text", "label"], sentiment_rows(8))
+    run = cli("evaluate", labelled, "--model", model, "--output", model, "--overwrite")
+    assert run.exit_code == 2
+    assert run.error_line == f"Error: --output {model} holds the input {model}; choose another --output."
+    assert snapshot(model) == before
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (("--epochs", "inf"), "--epochs must be a finite number greater than 0; got inf."),
+        (("--lr", "inf"), "--lr must be a finite number greater than 0; got inf."),
+        (("--seed", "-1"), "--seed must be between 0 and 4294967295; got -1."),
+        (
+            ("--encoding", "base64"),
+            "--encoding base64 is not a text encoding Python knows; try utf-8, latin-1, cp1252.",
+        ),
+    ],
+)
+def test_impossible_settings_are_refused_before_any_work(cli, tiny_base, sentiment_csv, tmp_path, option, message):
+    run = finetune(cli, tiny_base, sentiment_csv, tmp_path / "out", *option)
+    assert run.exit_code == 2
+    assert run.error_line == "Error: " + message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_run_into_an_existing_model_leaves_no_checkpoints_dir(cli, tiny_base, tiny_classifier, tmp_path):
+    model = copy_model(tiny_classifier, tmp_path / "model")
+    before = snapshot(model)
+    rows = [(text, label) for text, label in sentiment_rows(40)]
+    path = write_csv(tmp_path / "one-each.csv", ["text", "label"], [(t, f"label{i}") for i, (t, _) in enumerate(rows)])
+    run = finetune(cli, tiny_base, path, model, "--overwrite")
+    assert run.exit_code == 2
+    assert run.error_line == (
+        f"Error: no label in {path} has 2 or more rows (40 rows, 40 labels), so none can be held out for "
+        "validation; add rows or pass --validation FILE."
+    )
+    assert snapshot(model) == before and sorted(p.name for p in model.iterdir()) == sorted(before)
+
+
+@pytest.mark.parametrize(
+    "content", ["[1, 2]", '{"id2label": "oops", "architectures": ["BertForSequenceClassification"]}']
+)
+def test_a_config_that_is_not_a_configuration_is_one_line(cli, tiny_classifier, tmp_path, content):
+    model = copy_model(tiny_classifier, tmp_path / "model")
+    (model / "config.json").write_text(content)
+    for command in (("predict", "--model", model, "a good film"), ("fill-mask", "--model", model, "a [MASK] film")):
+        run = cli(*command)
+        assert run.exit_code == 1, run.stderr
+        assert run.error_line == (
+            f"Error: {model / 'config.json'} is not a model configuration (a JSON object with an id2label "
+            "object); the model directory is broken."
+        )
+
+
+def test_same_validation_file_under_another_name_or_a_directory(cli, tiny_base, sentiment_csv, tmp_path):
+    same = cli("finetune", sentiment_csv, "--validation", f"{sentiment_csv.parent}/./{sentiment_csv.name}")
+    assert same.exit_code == 2 and "the validation file is the training file" in same.stderr
+    folder = finetune(cli, tiny_base, sentiment_csv, tmp_path / "out", "--validation", tmp_path)
+    assert folder.exit_code == 2
+    assert folder.error_line == f"Error: {tmp_path} is a directory; expected a CSV, TSV, JSON, JSONL or Parquet file."
+
+
+def test_an_output_under_a_file_is_refused_before_any_work(cli, tiny_base, sentiment_csv, tmp_path):
+    run = finetune(cli, tiny_base, sentiment_csv, sentiment_csv / "out")
+    assert run.exit_code == 2
+    assert (
+        run.error_line
+        == f"Error: cannot write --output {sentiment_csv / 'out'}: {sentiment_csv} is a file, not a directory."
+    )
+    assert "Data:" not in run.stderr  # refused before the data was read
+
+
+def test_fill_mask_never_drops_masks_or_proposes_special_tokens(cli, tiny_mlm):
+    many = cli("fill-mask", "--model", tiny_mlm, " ".join(["[MASK]"] * 100))
+    assert many.exit_code == 2
+    assert many.error_line.startswith("Error: 38 of the 100 masks in ") and "shorten the text" in many.error_line
+    wide = cli("fill-mask", "--model", tiny_mlm, "the film was [MASK] .", "--top-k", "1000", "--format", "json")
+    assert wide.exit_code == 0, wide.stderr
+    tokens = [filler["token"] for filler in json.loads(wide.stdout)[0]["masks"][0]]
+    assert not {"[MASK]", "[CLS]", "[SEP]", "[PAD]", "[UNK]"} & set(tokens) and len(tokens) == len(set(tokens))
+
+
+def test_check_refuses_an_empty_label_separator(cli, sentiment_csv):
+    run = cli("check", sentiment_csv, "--multi-label", "--label-separator", "")
+    assert run.exit_code == 2
+    assert run.error_line == "Error: --label-separator must be a visible character or string, like '|' or ';'."

@@ -9,6 +9,7 @@ Usage:
 """
 
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -51,7 +52,7 @@ def finetune(
         Optional[str], typer.Option(help="A labelled file to validate on (default: hold out --validation-split).")
     ] = None,
     validation_split: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of DATA held out for validation, stratified by label.")
+        float, typer.Option(help="Share of DATA held out for validation, stratified by label (between 0 and 1).")
     ] = 0.1,
     text_column: TextColumnOption = None,
     text_pair_column: TextPairColumnOption = None,
@@ -109,7 +110,7 @@ def finetune(
     allow_pickle: AllowPickleOption = False,
 ) -> None:
     """Fine-tune a text classifier on a labelled file (text and label columns are detected)."""
-    if validation is not None and validation == data:
+    if validation is not None and Path(validation).resolve() == Path(data).resolve():
         raise typer.BadParameter(
             "the validation file is the training file; pass another file.", param_hint="--validation"
         )

@@ -62,7 +62,7 @@ def pretrain(
         bool, typer.Option("--line-by-line", help="One example per line instead of concatenated max-length blocks.")
     ] = False,
     mlm_probability: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of tokens masked for the model to predict.")
+        float, typer.Option(help="Share of tokens masked for the model to predict (between 0 and 1).")
     ] = 0.15,
     whole_word_mask: Annotated[
         bool, typer.Option("--whole-word-mask", help="Mask all the pieces of a word together.")
@@ -81,7 +81,7 @@ def pretrain(
     vocab_size: Annotated[int, typer.Option(min=100, help="WordPiece vocabulary size for --from-scratch.")] = 30522,
     validation_split: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0, help="Share of examples held out (at most 2,000) to measure perplexity."),
+        typer.Option(help="Share of examples held out (between 0 and 1; at most 2,000) to measure perplexity."),
     ] = 0.05,
     epochs: Annotated[float, typer.Option(min=0.0, help="Passes over the corpus.")] = 3.0,
     max_steps: Annotated[
