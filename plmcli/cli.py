@@ -55,7 +55,7 @@ def main() -> None:
     """Console-script entry point: run the app, turning plm's errors into one line and an exit code."""
     interrupts.install()
     try:
-        app()
+        sys.exit(app(standalone_mode=False, prog_name="plm"))
     except (PlmError, Interrupted) as error:
         if _debug:
             raise
@@ -66,3 +66,17 @@ def main() -> None:
             raise
         console.error(f"{error.strerror or error}{f': {error.filename}' if error.filename else ''}")
         sys.exit(RUNTIME_FAILURE)
+    except Exception as error:
+        if not _is_usage_error(error):
+            raise
+        message = error.format_message()
+        if "\n" in message:  # a command given without arguments: its help
+            print(message, file=sys.stderr)
+        else:
+            console.error(message)
+        sys.exit(error.exit_code)
+
+
+def _is_usage_error(error: Exception) -> bool:
+    """A bad option or argument, as typer reports it (an unknown option, a value out of range, ...)."""
+    return hasattr(error, "format_message") and isinstance(getattr(error, "exit_code", None), int)

@@ -526,3 +526,19 @@ def test_check_refuses_an_empty_label_separator(cli, sentiment_csv):
     run = cli("check", sentiment_csv, "--multi-label", "--label-separator", "")
     assert run.exit_code == 2
     assert run.error_line == "Error: --label-separator must be a visible character or string, like '|' or ';'."
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ("predict", "--top-k", "0", "x"),
+            "Error: Invalid value for '--top-k': Input should be greater than or equal to 1",
+        ),
+        (("finetune", "data.csv", "--bogus"), "Error: No such option: --bogus"),
+    ],
+)
+def test_usage_errors_are_one_line(cli, args, message):
+    run = cli(*args)
+    assert run.exit_code == 2
+    assert run.stderr == message + "\n"
