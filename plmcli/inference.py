@@ -305,6 +305,11 @@ def predict(config: PredictConfig) -> PredictResult:
         _prediction_row(record, probs, picked, classifier, (label_column, score_column), top_k, config.all_scores)
         for record, probs, picked in zip(records, probabilities, chosen)
     ]
+    empty = [i for i, text in enumerate(texts) if not str(text).strip() or (pairs and not str(pairs[i]).strip())]
+    for i in empty:  # a row without text keeps its place in the output, with no prediction
+        rows[i].update(dict.fromkeys([label_column, score_column, *extra]))
+    if empty:
+        console.warn(f"{len(empty)} of {len(texts)} rows have an empty text; they get no label.")
     columns = input_columns + [label_column, score_column] + extra
     shown = [text_column or "text"] + ([pair_column] if pairs is not None else [])
     shown += [label_column, score_column] + extra
@@ -328,7 +333,7 @@ def render(result: PredictResult) -> str:
     if result.format == "csv":
         return to_csv(result.rows, result.columns)
     body = [
-        [f"{row[c]:.4f}" if isinstance(row[c], float) else row[c] for c in result.shown_columns] for row in result.rows
+        ["" if row[c] is None else f"{row[c]:.4f}" if isinstance(row[c], float) else row[c] for c in result.shown_columns] for row in result.rows
     ]
     return console.format_table(result.shown_columns, body) + "\n"
 

@@ -542,3 +542,13 @@ def test_usage_errors_are_one_line(cli, args, message):
     run = cli(*args)
     assert run.exit_code == 2
     assert run.stderr == message + "\n"
+
+
+def test_rows_without_text_keep_their_place_with_no_prediction(cli, tiny_classifier, tmp_path):
+    path = write_csv(tmp_path / "in.csv", ["id", "text"], [("1", "a good film"), ("2", "  "), ("3", "bad")])
+    run = cli("predict", "--model", tiny_classifier, "--file", path, "--format", "json")
+    assert run.exit_code == 0, run.stderr
+    rows = json.loads(run.stdout)
+    assert [row["id"] for row in rows] == ["1", "2", "3"]
+    assert rows[1]["label"] is None and rows[1]["score"] is None and rows[0]["label"] in ("positive", "negative")
+    assert "Warning: 1 of 3 rows have an empty text; they get no label." in run.stderr
