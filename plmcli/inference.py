@@ -332,9 +332,11 @@ def render(result: PredictResult) -> str:
         )
     if result.format == "csv":
         return to_csv(result.rows, result.columns)
-    body = [
-        ["" if row[c] is None else f"{row[c]:.4f}" if isinstance(row[c], float) else row[c] for c in result.shown_columns] for row in result.rows
-    ]
+
+    def cell(value):
+        return "" if value is None else f"{value:.4f}" if isinstance(value, float) else value
+
+    body = [[cell(row[c]) for c in result.shown_columns] for row in result.rows]
     return console.format_table(result.shown_columns, body) + "\n"
 
 
