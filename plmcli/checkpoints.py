@@ -28,6 +28,7 @@ PREFIX = "checkpoint-"
 REQUIRED = ("model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")  # and rng_state*.pth
 KEEP = 2  # newest complete checkpoints kept (the best one under early stopping is kept too)
 DEFAULT_SAVE_STEPS = 500
+SYNC_STEPS = 10  # under torchrun, ranks agree on a stop request every this many steps
 
 
 def run_dir(output: Path) -> Path:
@@ -214,7 +215,8 @@ def save(trainer, settings: dict, state: dict) -> Path:
         wait_for_all()
         if main:
             fsync_tree(staging)
-            _write_manifest(staging, step, settings, state)
+            loss_sum = trainer.plm_loss_before + trainer._total_loss_scalar + float(trainer._tr_loss.item())
+            _write_manifest(staging, step, settings, {**state, "loss_sum": loss_sum})
             if final.is_dir():
                 shutil.rmtree(final)
             elif final.exists():
@@ -259,8 +261,9 @@ def trainer_class():
     from transformers import Trainer
 
     class CheckpointingTrainer(Trainer):
-        plm_settings: dict = {}  # recorded in each checkpoint and compared on --resume
-        plm_state: dict = {}  # what plm needs back on --resume (pretrain's before-training figures)
+        plm_settings: dict  # recorded in each checkpoint and compared on --resume
+        plm_state: dict  # what plm needs back on --resume (pretrain's before-training figures)
+        plm_loss_before = 0.0  # the training loss summed over the steps before a resume
         plm_last_checkpoint: Optional[Path] = None
 
         def _save_checkpoint(self, model, trial):
@@ -298,12 +301,19 @@ def stop_on_signal():
         def on_step_end(self, args, state, control, **kwargs):
             received = interrupts.requested()
             stop = received is not None
-            if dist.is_available() and dist.is_initialized():  # every rank stops at the same step
-                flag = torch.tensor([int(stop)], device=args.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop = bool(flag.item())
+            if dist.is_available() and dist.is_initialized():
+                # Every rank must stop at the same step; they agree every SYNC_STEPS steps (a device sync).
+                stop = False
+                if state.global_step % SYNC_STEPS == 0:
+                    flag = torch.tensor([int(received is not None)], device=args.device)
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    stop = bool(flag.item())
             if stop:
                 self.stopped_by = received or signal.SIGTERM
+                console.warn(
+                    f"{signal.Signals(self.stopped_by).name} received: saving a checkpoint at step "
+                    f"{state.global_step}; send it again to stop at once."
+                )
                 control.should_save = True
                 control.should_training_stop = True
             elif state.global_step >= state.max_steps and args.save_strategy == "steps":

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -65,7 +66,7 @@ def _raw_lines(path: Path) -> Iterator[bytes]:
     try:
         with _open(path) as stream:
             yield from stream
-    except (OSError, EOFError) as exc:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # other OSErrors (permissions, EIO) are not this
         raise PlmError(f"{path} is not a valid gzip file ({exc}).") from exc
 
 
@@ -185,6 +186,8 @@ def tokenized(
                 "max_length": max_length,
                 "line_by_line": line_by_line,
                 "whole_word_mask": whole_word_mask,
+                # with several workers each process cuts blocks over its own files
+                "shards": 1 if line_by_line or workers <= 1 else min(workers, len(corpus.files)),
             }
         ).encode()
     ).hexdigest()[:32]
@@ -227,6 +230,7 @@ def _load(location: Path):
 
 def _build(corpus: Scan, tokenizer, max_length, line_by_line, whole_word_mask, workers, location: Path) -> None:
     """Tokenize the corpus into a staging directory beside ``location`` and rename it into place when whole."""
+    import pyarrow.compute as pc
     from datasets import Dataset
     from datasets.exceptions import DatasetGenerationError
 
@@ -250,7 +254,11 @@ def _build(corpus: Scan, tokenizer, max_length, line_by_line, whole_word_mask, w
             },
             num_proc=min(workers, len(files)) if workers > 1 else None,
         )
-        stats = {"tokens": int(sum(built["length"])), "truncated": int(sum(built["truncated"]))}
+        columns = built.select_columns(["length", "truncated"]).with_format("arrow")[:]  # summed in Arrow
+        stats = {
+            "tokens": pc.sum(columns["length"]).as_py() or 0,
+            "truncated": pc.sum(pc.cast(columns["truncated"], "int64")).as_py() or 0,
+        }
         built.remove_columns(["length", "truncated"]).save_to_disk(str(staging / "examples"))
         (staging / "examples" / "plm-stats.json").write_text(json.dumps(stats))
         os.replace(staging / "examples", location)
@@ -269,10 +277,11 @@ def examples_of(dataset, indices: list[int]):
 
 def read_files(items: list[str]) -> tuple[list[Path], list[str]]:
     """The files the CORPUS arguments name (no stdin), and their names as given."""
-    files = []
+    files, seen = [], set()
     for path in (path for item in items for path in expand(item)):
-        if path.resolve() in {known.resolve() for known in files}:
+        if path.resolve() in seen:
             console.warn(f"{path} is named twice; it is read once.")
         else:
             files.append(path)
+            seen.add(path.resolve())
     return files, [str(path) for path in files]

@@ -699,7 +699,12 @@ def read_texts(
     came from (None for plain lines) and the text column.
     """
     if file == "-":
-        lines = _split_lines(sys.stdin.read())
+        raw = sys.stdin.buffer.read()
+        try:
+            lines = _split_lines(raw.decode(python_encoding(encoding)))
+        except UnicodeDecodeError as exc:
+            hint = "pass --encoding with its encoding (like --encoding latin-1)."
+            raise undecodable("standard input", raw, python_encoding(encoding), hint) from exc
         source = "standard input"
     else:
         path = Path(file)

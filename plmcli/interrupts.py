@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Optional
 
-from plmcli import console
 from plmcli.errors import Interrupted
 
 _listening = False  # inside graceful(): a first signal is a request, not an exit
@@ -23,8 +22,7 @@ def _handle(signal_number: int, frame) -> None:
     global _received
     name = signal.Signals(signal_number).name
     if _listening and _received is None:
-        _received = signal_number
-        console.warn(f"{name} received: saving a checkpoint after this step; send it again to stop at once.")
+        _received = signal_number  # the training loop says so at the end of the step (no printing here)
         return
     # Not KeyboardInterrupt, which click would turn into "Aborted!" and exit code 1.
     raise Interrupted(signal_number, name)

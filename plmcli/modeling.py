@@ -359,7 +359,9 @@ def _head_outputs(directory: Path) -> Optional[int]:
 
     try:
         with safe_open(directory / "model.safetensors", "pt") as weights:
-            heads = [key for key in weights.keys() if re.search(r"(classifier|score)(\.out_proj)?\.weight$", key)]
+            heads = [
+                key for key in weights.keys() if re.search(r"(?:^|\.)(classifier|score)(\.out_proj)?\.weight$", key)
+            ]
             return weights.get_slice(heads[-1]).get_shape()[0] if heads else None
     except (OSError, SafetensorError):
         return None

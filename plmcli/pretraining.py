@@ -18,7 +18,7 @@ from typing import Optional
 from plmcli import checkpoints, console, corpus, corpus_cache, modeling, reporting, speed
 from plmcli.config import PretrainConfig, default_learning_rate
 from plmcli.outputs import check_output_dir, staged_dir, writing
-from plmcli.training import train, training_loss
+from plmcli.training import train
 
 
 @dataclass
@@ -263,6 +263,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         "weight decay": config.weight_decay,
         "warmup ratio": config.warmup_ratio,
         "--seed": config.seed,
+        "--preprocessing-workers": config.preprocessing_workers if streamed and not config.line_by_line else 1,
         "precision": precision,
         "processes": console.world_size(),
     }
@@ -299,7 +300,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
             "validation": {"before": before, "after": after, "examples": len(validation_examples)},
             "perplexity_ratio": round(before["perplexity"] / max(after["perplexity"], 1e-9), 2),
             "train": {
-                "loss": round(training_loss(trainer, train_output, resume_from), 4),
+                "loss": round(trainer.plm_training_loss, 4),
                 "resumed_from": str(resume_from) if resume_from else None,
                 "examples": len(train_set),
                 "tokens": train_tokens,

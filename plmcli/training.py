@@ -90,6 +90,8 @@ def train(command: list[str], resume_from=None, settings=None, state=None, callb
     progress, stopper = progress_callback(), checkpoints.stop_on_signal()
     trainer = checkpoints.trainer_class()(**trainer_arguments, callbacks=[progress, stopper, *callbacks])
     trainer.plm_settings, trainer.plm_state = settings or {}, state or {}
+    resumed = checkpoints.read_manifest(resume_from) if resume_from else {"step": 0, "state": {}}
+    trainer.plm_loss_before = resumed["state"].get("loss_sum", 0.0)  # summed over the steps before the resume
     trainer.remove_callback(PrinterCallback)
     checkpoints.remove_partials(Path(trainer.args.output_dir))
     try:
@@ -103,31 +105,19 @@ def train(command: list[str], resume_from=None, settings=None, state=None, callb
         name = signal.Signals(received).name
         if stopper.stopped_by is None or trainer.plm_last_checkpoint is None:
             raise Interrupted(received, name)
-        resume = shlex.join([*command, *([] if "--resume" in command else ["--resume"])])
+        kept = [argument for argument in command if argument != "--overwrite"]  # --resume replaces it
+        resume = shlex.join([*kept, *([] if "--resume" in kept else ["--resume"])])
         raise Interrupted(
             received,
             name,
             f"interrupted by {name} at step {trainer.state.global_step} of {trainer.state.max_steps}; "
             f"saved {trainer.plm_last_checkpoint}. Continue with: {resume}",
         )
+    steps_run = trainer.state.global_step - resumed["step"]
+    trainer.plm_training_loss = (trainer.plm_loss_before + output.training_loss * steps_run) / max(
+        trainer.state.global_step, 1
+    )  # the mean over every step of the run, also across a resume
     return trainer, output
-
-
-def training_loss(trainer, train_output, resume_from) -> float:
-    """The mean training loss over all steps, also for a resumed run.
-
-    After a resume the Trainer averages only the losses of the steps it ran itself over all the
-    steps; the logged losses (each the mean since the previous log, restored from the checkpoint)
-    give the mean over the whole run instead.
-    """
-    if resume_from is None:
-        return float(train_output.training_loss)
-    total, previous = 0.0, 0
-    for entry in trainer.state.log_history:
-        if "loss" in entry:
-            total += entry["loss"] * (entry["step"] - previous)
-            previous = entry["step"]
-    return total / previous if previous else float(train_output.training_loss)
 
 
 def training_arguments(config: FinetuneConfig, output_dir: Path, device: str, precision: str, lr: float):
@@ -334,7 +324,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         metrics = {
             "validation": {"loss": float(prediction.metrics["test_loss"]), **report},
             "train": {
-                "loss": training_loss(trainer, train_output, resume_from),
+                "loss": trainer.plm_training_loss,
                 "resumed_from": str(resume_from) if resume_from else None,
                 "samples": len(train_set),
                 "epochs": config.epochs,

@@ -84,6 +84,15 @@ def test_a_stopped_run_saves_one_complete_checkpoint_and_says_how_to_resume(inte
     assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"} <= names
 
 
+def test_the_resume_command_drops_overwrite(cli, tiny_base, data, tmp_path, monkeypatch):
+    output = tmp_path / "out"
+    stop_at(monkeypatch, 3)
+    run = cli(*finetune_args(tiny_base, data, output, "--overwrite"))
+    assert run.exit_code == 143
+    command = run.error_line.split("Continue with: ", 1)[1]
+    assert "--overwrite" not in command and command.endswith(" --resume")
+
+
 def test_resume_ends_where_an_uninterrupted_run_ends_with_the_same_weights(
     cli, interrupted, tiny_base, data, tmp_path
 ):
@@ -227,7 +236,7 @@ def test_a_real_signal_saves_a_checkpoint_and_exits_128_plus_signal(tiny_base, d
     assert "Traceback" not in stderr
     saved = list((output / "checkpoints").iterdir())
     assert len(saved) == 1 and saved[0].name.startswith("checkpoint-")
-    assert f"Warning: {signal_name} received: saving a checkpoint after this step" in stderr
+    assert f"Warning: {signal_name} received: saving a checkpoint at step " in stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"Error: interrupted by {signal_name} at step ") and last.endswith(" --resume")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "reviews.csv"]
