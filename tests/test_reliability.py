@@ -108,7 +108,9 @@ def test_a_model_with_its_own_code_is_refused_without_a_prompt(tiny_classifier, 
 def test_a_corrupt_or_empty_safetensors_file_is_one_line_naming_it(cli, tiny_classifier, tmp_path, content):
     model = copy_model(tiny_classifier, tmp_path / "broken")
     (model / "model.safetensors").write_bytes(content)
+    before = snapshot(model)
     run = cli("predict", "--model", model, "a good film")
+    assert snapshot(model) == before and run.stdout == ""
     assert run.exit_code == 1
     assert run.error_line.startswith(f"Error: {model / 'model.safetensors'} is not a valid safetensors file (")
     assert run.error_line.endswith("); the model directory is broken: train or download it again.")
@@ -270,6 +272,7 @@ def test_one_class_only_is_refused(cli, tiny_base, tmp_path):
         f"Error: {path} has a single label ('positive') in column 'label'; "
         "a classifier needs at least 2. Check --label-column."
     )
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_validation_label_absent_from_training_is_named(cli, tiny_base, tmp_path):
@@ -281,6 +284,7 @@ def test_a_validation_label_absent_from_training_is_named(cli, tiny_base, tmp_pa
         "Error: the validation data has labels that training never sees: 'neutral'. "
         "Add them to the training data or drop those rows."
     )
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("separator, name", [("\t", "tabs"), (";", "semicolons")])
@@ -300,7 +304,9 @@ def test_a_head_that_disagrees_with_id2label_is_refused(cli, tiny_classifier, tm
     config["id2label"] = {"0": "negative", "1": "positive", "2": "neutral"}
     config["label2id"] = {"negative": 0, "positive": 1, "neutral": 2}
     (model / "config.json").write_text(json.dumps(config))
+    before = snapshot(model)
     run = cli("predict", "--model", model, "a good film")
+    assert snapshot(model) == before
     assert run.exit_code == 1
     assert run.error_line == (
         f"Error: {model} names 3 labels in config.json (id2label) but its classification head has 2 outputs; "
