@@ -96,7 +96,7 @@ def newest_complete(directory: Path, output: str) -> Path:
     """The newest checkpoint whose files all match its manifest; newer broken ones are skipped with a warning."""
     candidates = listed(directory)
     if not candidates:
-        raise PlmError(f"nothing to resume: {output} holds no checkpoint. Run again without --resume.", BAD_INPUT)
+        raise PlmError(f"nothing to resume: {output} holds no checkpoints. Run again without --resume.", BAD_INPUT)
     skipped = []
     for checkpoint in candidates:
         reason = problem(checkpoint)

@@ -12,7 +12,9 @@ import glob
 import gzip
 import random
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ import numpy as np
 from plmcli.errors import PlmError, undecodable
 
 CORPUS_SUFFIXES = (".txt", ".txt.gz", ".text", ".text.gz")  # what a directory contributes
+BATCH_LINES = 2000  # lines per tokenizer call (the fast tokenizer batches them in Rust)
 SHORT_PAIR_PROBABILITY = 0.1  # BERT's short_seq_prob: some NSP pairs are shorter than max_length
 
 
@@ -148,41 +151,71 @@ def _encode_lines(lines: list[str], tokenizer, special_tokens: bool, offsets: bo
     encoded: dict[str, list] = {"input_ids": [], "special_tokens_mask": []}
     if offsets:
         encoded["offset_mapping"] = []
-    for start in range(0, len(lines), 2000):
-        batch = encode_batch(lines[start : start + 2000], tokenizer, special_tokens, offsets)
+    for start in range(0, len(lines), BATCH_LINES):
+        batch = encode_batch(lines[start : start + BATCH_LINES], tokenizer, special_tokens, offsets)
         for name in encoded:
             encoded[name].extend(batch[name])
     return encoded
 
 
+def examples_from_lines(
+    lines: Iterable[str], tokenizer, max_length: int, line_by_line: bool, offsets: bool
+) -> Iterator[dict]:
+    """Training examples of a stream of lines, each with its 'length' and whether it was 'truncated'.
+
+    Blocks follow run_mlm.py's group_texts over the whole stream: the tokens of each batch of
+    lines are appended to what the previous batch left over and cut into max_length blocks; only
+    the very last block can be short, and it is kept. With ``line_by_line``, one example per line,
+    cut to max_length tokens with the final [SEP] kept.
+    """
+    names = ["input_ids", "special_tokens_mask"] + (["offset_mapping"] if offsets else [])
+    carry: dict[str, list] = {name: [] for name in names}
+    stream = iter(lines)
+    while batch := list(islice(stream, BATCH_LINES)):
+        encoded = encode_batch(batch, tokenizer, offsets=offsets)
+        if line_by_line:
+            for row in range(len(batch)):
+                example = {name: encoded[name][row] for name in names}
+                cut = len(example["input_ids"]) > max_length
+                if cut:  # keep the final [SEP]
+                    example = {name: values[: max_length - 1] + values[-1:] for name, values in example.items()}
+                yield {**example, "length": len(example["input_ids"]), "truncated": cut}
+            continue
+        for name in names:
+            carry[name].extend(chain.from_iterable(encoded[name]))
+        usable = len(carry["input_ids"]) // max_length * max_length
+        for start in range(0, usable, max_length):
+            yield {name: carry[name][start : start + max_length] for name in names} | {
+                "length": max_length,
+                "truncated": False,
+            }
+        for name in names:
+            del carry[name][:usable]
+    if carry["input_ids"]:  # the last, short block is kept
+        yield carry | {"length": len(carry["input_ids"]), "truncated": False}
+
+
+def _collect(rows: Iterator[dict]) -> Examples:
+    columns: dict[str, list] = {}
+    tokens = truncated = 0
+    for row in rows:
+        tokens, truncated = tokens + row.pop("length"), truncated + row.pop("truncated")
+        for name, values in row.items():
+            columns.setdefault(name, []).append([list(v) for v in values] if name == "offset_mapping" else values)
+    return Examples(columns, tokens, truncated)
+
+
 def blocks(corpus: Corpus, tokenizer, max_length: int, whole_word_mask: bool) -> Examples:
     """run_mlm.py's group_texts over the whole corpus: concatenated lines cut into max_length blocks."""
-    encoded = _encode_lines(corpus.lines, tokenizer, special_tokens=True, offsets=whole_word_mask)
-    columns: dict[str, list] = {}
-    total = 0
-    for name, rows in encoded.items():
-        flat = np.concatenate([np.asarray(row, dtype=np.int64).reshape(len(row), -1) for row in rows])
-        total = len(flat)
-        pieces = [flat[start : start + max_length] for start in range(0, total, max_length)]
-        columns[name] = [
-            piece.reshape(-1).tolist() if name != "offset_mapping" else piece.tolist() for piece in pieces
-        ]
-    if total < 2:
+    examples = _collect(examples_from_lines(corpus.lines, tokenizer, max_length, False, whole_word_mask))
+    if examples.tokens < 2:
         raise PlmError("the corpus is too short to train on: it makes fewer than 2 tokens.")
-    return Examples(columns, total)
+    return examples
 
 
 def lines(corpus: Corpus, tokenizer, max_length: int, whole_word_mask: bool) -> Examples:
     """One example per non-empty line, cut to max_length tokens (the final [SEP] kept)."""
-    encoded = _encode_lines(corpus.lines, tokenizer, special_tokens=True, offsets=whole_word_mask)
-    truncated = 0
-    for index, ids in enumerate(encoded["input_ids"]):
-        if len(ids) > max_length:
-            truncated += 1
-            for name in encoded:
-                row = encoded[name][index]
-                encoded[name][index] = row[: max_length - 1] + row[-1:]
-    return Examples(encoded, sum(len(ids) for ids in encoded["input_ids"]), truncated)
+    return _collect(examples_from_lines(corpus.lines, tokenizer, max_length, True, whole_word_mask))
 
 
 def _truncate_pair(first: list, second: list, budget: int, rng: random.Random) -> None:
@@ -294,5 +327,10 @@ def split_validation(count: int, share: float, cap: int, seed: int) -> tuple[lis
 
 def describe(corpus: Corpus) -> str:
     """One line about the corpus for the run's log."""
-    names = ", ".join(corpus.sources[:3]) + (f" and {len(corpus.sources) - 3} more" if len(corpus.sources) > 3 else "")
-    return f"{len(corpus.documents)} documents, {sum(len(d) for d in corpus.documents)} lines from {names}"
+    return describe_counts(len(corpus.documents), sum(len(d) for d in corpus.documents), corpus.sources)
+
+
+def describe_counts(documents: int, lines: int, sources: list[str]) -> str:
+    """'N documents, M lines from a.txt, b.txt, c.txt and 2 more'."""
+    names = ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
+    return f"{documents} documents, {lines} lines from {names}"

@@ -19,15 +19,13 @@ import shutil
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import chain, islice
 from pathlib import Path
 
 from plmcli import console
-from plmcli.corpus import Examples, encode_batch, expand
+from plmcli.corpus import Examples, describe_counts, examples_from_lines, expand
 from plmcli.errors import RUNTIME_FAILURE, PlmError
 
 FORMAT = 1  # bump when the cached examples change shape
-BATCH_LINES = 2000  # lines tokenized per call (the fast tokenizer batches them in Rust)
 
 
 @dataclass
@@ -46,8 +44,7 @@ class Scan:
         return hashlib.sha256("\n".join(self.digests).encode()).hexdigest()
 
     def describe(self) -> str:
-        names = ", ".join(self.sources[:3]) + (f" and {len(self.sources) - 3} more" if len(self.sources) > 3 else "")
-        return f"{self.documents} documents, {self.lines} lines from {names}"
+        return describe_counts(self.documents, self.lines, self.sources)
 
 
 def cache_root() -> Path:
@@ -113,37 +110,9 @@ def lines(files: list[Path]) -> Iterator[str]:
     return (line for path in files for line in _text_lines(path) if line)
 
 
-def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
-    while batch := list(islice(items, size)):
-        yield batch
-
-
 def _examples(files: list[str], tokenizer, max_length: int, line_by_line: bool, offsets: bool) -> Iterator[dict]:
-    """Training examples of the files: blocks over the concatenated lines, or one (cut) example per line."""
-    names = ["input_ids", "special_tokens_mask"] + (["offset_mapping"] if offsets else [])
-    carry: dict[str, list] = {name: [] for name in names}
-    for batch in _batches(lines([Path(f) for f in files]), BATCH_LINES):
-        encoded = encode_batch(batch, tokenizer, offsets=offsets)
-        if line_by_line:
-            for row in range(len(batch)):
-                example = {name: encoded[name][row] for name in names}
-                cut = len(example["input_ids"]) > max_length
-                if cut:  # keep the final [SEP]
-                    example = {name: values[: max_length - 1] + values[-1:] for name, values in example.items()}
-                yield {**example, "length": len(example["input_ids"]), "truncated": cut}
-            continue
-        for name in names:
-            carry[name].extend(chain.from_iterable(encoded[name]))
-        usable = len(carry["input_ids"]) // max_length * max_length
-        for start in range(0, usable, max_length):
-            yield {name: carry[name][start : start + max_length] for name in names} | {
-                "length": max_length,
-                "truncated": False,
-            }
-        for name in names:
-            del carry[name][:usable]
-    if carry["input_ids"]:  # the corpus's last, short block is kept
-        yield carry | {"length": len(carry["input_ids"]), "truncated": False}
+    """Training examples of the files (what datasets' generator calls, once per shard of files)."""
+    return examples_from_lines(lines([Path(f) for f in files]), tokenizer, max_length, line_by_line, offsets)
 
 
 def _features(offsets: bool):

@@ -27,17 +27,15 @@ def check_output_dir(
     ``--overwrite`` replaces only a directory plm wrote (one holding ``marker``: config.json for a
     model, metrics.json for an evaluation; or the checkpoints of an unfinished run), never the
     working directory, one of its parents, or a directory that holds one of ``inputs``.
-    ``--resume`` needs the checkpoints of an unfinished run.
+    With ``resume`` the directory is the unfinished run's.
     """
     path = Path(output)
     if path.exists() and not path.is_dir():
         raise PlmError(f"--output {output} is a file; expected a directory.")
     _check_parents(path, output)
-    unfinished = (path / CHECKPOINTS).is_dir() and any((path / CHECKPOINTS).glob("checkpoint-*"))
-    if resume:
-        if not unfinished:
-            raise PlmError(f"nothing to resume: {output} holds no checkpoints. Run again without --resume.")
+    if resume:  # which checkpoint, if any, is for checkpoints.newest_complete to say
         return path
+    unfinished = (path / CHECKPOINTS).is_dir() and any((path / CHECKPOINTS).glob("checkpoint-*"))
     if not path.is_dir() or not any(path.iterdir()):
         return path
     if not overwrite:
