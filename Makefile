@@ -35,10 +35,9 @@ demo: install
 		--overwrite --epochs 5
 	HF_HUB_OFFLINE=1 $(BIN)/plm predict --model runs/demo "This is a great movie!"
 
+# plm against plain Hugging Face, side by side: bench/results.json and the table in README.md (~30 min on 2 cores).
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/finetune_vs_hf.py
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/predict_vs_pipeline.py
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/pretrain_vs_hf.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py
 
 lint: install
 	$(BIN)/ruff check plmcli tests bench

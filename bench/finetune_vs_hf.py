@@ -1,37 +1,35 @@
-"""Fine-tuning throughput and accuracy: plm against the same run in plain Hugging Face.
+"""Fine-tuning throughput, accuracy and memory: plm against the same run in plain Hugging Face.
 
-Both train the bundled MiniLM on the same SST-2 rows with the same hyper-parameters (batch 32,
-plm's default learning rate for it, 1e-4, linear decay after 6% warmup, weight decay 0.01, max
-length 128, 1 epoch, fp32) and are scored on the same dev set. The plain run is what
-run_glue.py does with dynamic padding: tokenise, DataCollatorWithPadding, random batches,
-Trainer. Each run has a fresh process, as a command would; runs alternate (plm, HF, plm, HF,
-...) because this host's speed drifts; medians are reported.
+Every run trains the bundled MiniLM on the same SST-2 rows with the same hyper-parameters (batch
+32, plm's default learning rate for it, linear decay after 6% warmup, weight decay 0.01, max
+length 128, 1 epoch, fp32 unless --precision says otherwise) and is scored on the same 872 dev
+sentences. The plain runs are run_glue.py's recipe (tokenise, Trainer) in three configurations:
+
+- hf_max_length: ``padding="max_length"``, run_glue.py's default: every text padded to 128;
+- hf_dynamic: DataCollatorWithPadding, random batches padded to their longest text;
+- hf_grouped: dynamic padding and ``train_sampling_strategy="group_by_length"``, plain HF's best.
+
+Each run has a fresh process, as a command would. plm and hf_grouped alternate --repeats times;
+the slower two run once, in the first round. Medians are reported.
 
 Usage:
-    python bench/finetune_vs_hf.py [--samples 4000] [--repeats 1]
+    python bench/finetune_vs_hf.py [--samples 1280] [--repeats 3]
 """
 
 import argparse
 import json
-import platform
-import statistics
 import tempfile
 from pathlib import Path
 
-import torch
-from isolated import report, run_side
-
-from plmcli import modeling
-from plmcli.config import FinetuneConfig
-from plmcli.data import load_classification
-from plmcli.training import finetune
+from isolated import alternate, median, report
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
-MODEL_OUT = Path(__file__).resolve().parent / "out" / "sst2-plm"  # kept for bench/predict_vs_pipeline.py
+MODEL_OUT = Path(__file__).resolve().parent / "out" / "sst2-plm"  # the model the predict benchmarks use
+PLAIN = {"hf_max_length": "max_length", "hf_dynamic": "dynamic", "hf_grouped": "grouped"}
 
 
-def plain_hf(texts, labels, dev_texts, dev_labels, output_dir: str, lr: float, seed: int = 42) -> dict:
-    """The plain Hugging Face fine-tuning run: dynamic padding, random batches."""
+def plain_hf(texts, labels, dev_texts, dev_labels, output_dir: str, lr: float, padding: str, precision: str) -> dict:
+    """run_glue.py's fine-tuning: tokenise, a collator for the padding, Trainer."""
     from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
@@ -39,16 +37,20 @@ def plain_hf(texts, labels, dev_texts, dev_labels, output_dir: str, lr: float, s
         DataCollatorWithPadding,
         Trainer,
         TrainingArguments,
+        default_data_collator,
         set_seed,
     )
 
+    from plmcli import modeling
+
     model_dir = str(modeling.bundled_model_dir())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    set_seed(seed)
+    set_seed(42)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    pad = {"padding": "max_length"} if padding == "max_length" else {}
 
     def encode(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=128)
+        return tokenizer(batch["text"], truncation=True, max_length=128, **pad)
 
     train = Dataset.from_dict({"text": texts, "label": labels}).map(encode, batched=True, remove_columns=["text"])
     dev = Dataset.from_dict({"text": dev_texts, "label": dev_labels}).map(
@@ -64,17 +66,19 @@ def plain_hf(texts, labels, dev_texts, dev_labels, output_dir: str, lr: float, s
         num_train_epochs=1,
         save_strategy="no",
         report_to="none",
-        seed=seed,
+        seed=42,
         use_cpu=True,
+        bf16=precision == "bf16",
         disable_tqdm=True,
         logging_strategy="no",
+        train_sampling_strategy="group_by_length" if padding == "grouped" else "random",
     )
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train,
         eval_dataset=dev,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=default_data_collator if padding == "max_length" else DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
     )
     result = trainer.train()
@@ -83,16 +87,20 @@ def plain_hf(texts, labels, dev_texts, dev_labels, output_dir: str, lr: float, s
     return {"samples_per_second": result.metrics["train_samples_per_second"], "accuracy": accuracy}
 
 
-def run_plm(samples: int, output_dir: str) -> dict:
+def run_plm(samples: int, precision: str) -> dict:
+    from plmcli.config import FinetuneConfig
+    from plmcli.training import finetune
+
     result = finetune(
         FinetuneConfig(
             data=str(DATA / "train.tsv"),
             validation=str(DATA / "dev.tsv"),
             max_train_samples=samples,
             epochs=1,
-            output=output_dir,
+            output=str(MODEL_OUT),
             overwrite=True,
             device="cpu",
+            precision=precision,
         )
     )
     return {
@@ -102,49 +110,49 @@ def run_plm(samples: int, output_dir: str) -> dict:
     }
 
 
+def run_child(args) -> None:
+    if args.side == "plm":
+        return report(run_plm(args.samples, args.precision))
+    from plmcli.data import load_classification
+
+    # The exact rows plm trains on, handed to the plain run too.
+    rows = load_classification(str(DATA / "train.tsv"), str(DATA / "dev.tsv"), 0.1, 42, max_train_samples=args.samples)
+    to_int = [int(name) for name in rows.label_names]
+    texts, labels = rows.train_texts, [to_int[i] for i in rows.train_labels]
+    dev_texts, dev_labels = rows.validation_texts, [to_int[i] for i in rows.validation_labels]
+    with tempfile.TemporaryDirectory() as scratch:
+        report(plain_hf(texts, labels, dev_texts, dev_labels, scratch, args.lr, PLAIN[args.side], args.precision))
+
+
+def measure(samples: int = 1280, repeats: int = 3, precision: str = "fp32") -> dict:
+    """Alternating runs of every side; the summary with medians and ratios against each plain configuration."""
+    common = ["--samples", str(samples), "--precision", precision, "--lr", "1e-4"]  # plm's default for MiniLM
+    sides = {"plm": common, "hf_grouped": common, "hf_dynamic": common, "hf_max_length": common}
+    runs = alternate(__file__, sides, repeats, once=("hf_dynamic", "hf_max_length"))
+    assert all(run["learning_rate"] == 1e-4 for run in runs["plm"]), "plm chose another learning rate"
+    summary = {"samples": samples, "precision": precision, "runs": {name: len(r) for name, r in runs.items()}}
+    for name, results in runs.items():
+        summary[name] = {
+            "samples_per_second": round(median(results, "samples_per_second"), 1),
+            "dev_accuracy": round(median(results, "accuracy"), 4),
+            "peak_rss_mb": round(median(results, "peak_rss_mb")),
+        }
+    plm = summary["plm"]["samples_per_second"]
+    summary["ratios"] = {name: round(plm / summary[name]["samples_per_second"], 2) for name in PLAIN}
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=4000)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--side", choices=["plm", "hf"], help=argparse.SUPPRESS)  # one run, in a child process
+    parser.add_argument("--samples", type=int, default=1280)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    parser.add_argument("--side", choices=["plm", *PLAIN], help=argparse.SUPPRESS)  # one run, in a child process
     parser.add_argument("--lr", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.side == "plm":
-        return report(run_plm(args.samples, str(MODEL_OUT)))
-    if args.side == "hf":
-        # The exact rows plm trains on, handed to the plain run too.
-        rows = load_classification(
-            str(DATA / "train.tsv"), str(DATA / "dev.tsv"), 0.1, 42, max_train_samples=args.samples
-        )
-        to_int = [int(name) for name in rows.label_names]
-        texts, labels = rows.train_texts, [to_int[i] for i in rows.train_labels]
-        dev_texts, dev_labels = rows.validation_texts, [to_int[i] for i in rows.validation_labels]
-        with tempfile.TemporaryDirectory() as scratch:
-            return report(plain_hf(texts, labels, dev_texts, dev_labels, scratch, args.lr))
-
-    results = {"plm": [], "hf": []}
-    for _ in range(args.repeats):
-        results["plm"].append(run_side(__file__, "plm", ["--samples", str(args.samples)]))
-        print("plm", results["plm"][-1], flush=True)
-        lr = results["plm"][-1]["learning_rate"]  # the same run: plm's resolved learning rate
-        results["hf"].append(run_side(__file__, "hf", ["--samples", str(args.samples), "--lr", repr(lr)]))
-        print("hf ", results["hf"][-1], flush=True)
-
-    def median(name, key):
-        return statistics.median(r[key] for r in results[name])
-
-    summary = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}",
-        "samples": args.samples,
-        "repeats": args.repeats,
-        "plm_samples_per_second": round(median("plm", "samples_per_second"), 1),
-        "hf_dynamic_padding_samples_per_second": round(median("hf", "samples_per_second"), 1),
-        "throughput_ratio": round(median("plm", "samples_per_second") / median("hf", "samples_per_second"), 2),
-        "plm_dev_accuracy": round(median("plm", "accuracy"), 4),
-        "hf_dev_accuracy": round(median("hf", "accuracy"), 4),
-    }
-    print(json.dumps(summary, indent=2))
+    if args.side:
+        return run_child(args)
+    print(json.dumps(measure(args.samples, args.repeats, args.precision), indent=2))
 
 
 if __name__ == "__main__":

@@ -10,21 +10,20 @@ command would; runs alternate (plm, HF, ...) because this host's speed drifts; m
 reported.
 
 Usage:
-    python bench/pretrain_vs_hf.py [--rows 20000] [--steps 60] [--repeats 1]
+    python bench/pretrain_vs_hf.py [--rows 20000] [--steps 10] [--repeats 3]
     python bench/pretrain_vs_hf.py --device cuda --precision bf16 --steps 500 --corpus sentences.txt
 """
 
 import argparse
 import csv
 import json
-import platform
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Optional
 
 import torch
-from isolated import report, run_side
+from isolated import alternate, median, report
 
 from plmcli import corpus, modeling
 from plmcli.config import PretrainConfig
@@ -113,6 +112,7 @@ def run_plm(corpus_path: Path, steps: int, args) -> dict:
             overwrite=True,
             device=args.device,
             precision=args.precision,
+            lr=args.lr,
         )
     )
     metrics = result.metrics
@@ -124,11 +124,46 @@ def run_plm(corpus_path: Path, steps: int, args) -> dict:
     }
 
 
+def measure(
+    rows: int = 20000, steps: int = 10, repeats: int = 3, corpus_file=None, model=None, device="cpu", precision="fp32"
+) -> dict:
+    """Alternating runs of plm and the plain script; medians of throughput, perplexity and peak memory."""
+    with tempfile.TemporaryDirectory() as scratch:
+        corpus_path = Path(corpus_file) if corpus_file else Path(scratch) / "sst2-sentences.txt"
+        if not corpus_file:
+            write_corpus(rows, corpus_path)
+        common = ["--corpus", str(corpus_path), "--steps", str(steps), "--device", device, "--precision", precision]
+        common += ["--model", model] if model else []
+        common += ["--lr", "1e-4"]  # plm's default for continued pretraining of a 384-wide encoder, given to both
+        runs = alternate(__file__, {"plm": common, "hf": common}, repeats)
+    summary = {
+        "corpus": corpus_file or f"the first {rows} sentences of SST-2 train.tsv",
+        "steps": steps,
+        "batch": "32 x 128 tokens",
+        "device": device,
+        "precision": precision,
+        "runs": {name: len(r) for name, r in runs.items()},
+        "perplexity_before": runs["plm"][0]["before"]["perplexity"],
+    }
+    for name, results in runs.items():
+        summary[name] = {
+            "tokens_per_second": round(median(results, "tokens_per_second"), 1),
+            "perplexity_after": round(statistics.median(r["after"]["perplexity"] for r in results), 1),
+            "masked_accuracy_after": round(statistics.median(r["after"]["accuracy"] for r in results), 4),
+            "peak_rss_mb": round(median(results, "peak_rss_mb")),
+        }
+    summary["ratios"] = {
+        "tokens_per_second": round(summary["plm"]["tokens_per_second"] / summary["hf"]["tokens_per_second"], 2),
+        "peak_rss": round(summary["plm"]["peak_rss_mb"] / summary["hf"]["peak_rss_mb"], 2),
+    }
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20000)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default=None, help="base model (default: the bundled MiniLM)")
     parser.add_argument("--corpus", default=None, help="a text file instead of SST-2's first --rows sentences")
     parser.add_argument("--device", default="cpu")
@@ -136,49 +171,15 @@ def main() -> None:
     parser.add_argument("--side", choices=["plm", "hf"], help=argparse.SUPPRESS)  # one run, in a child process
     parser.add_argument("--lr", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    modeling.quiet_libraries(with_datasets=True)
+    if args.side:
+        modeling.quiet_libraries(with_datasets=True)
     if args.side == "plm":
         return report(run_plm(Path(args.corpus), args.steps, args))
     if args.side == "hf":
         tokenizer, train, held_out = held_out_split(Path(args.corpus), args.model)
         with tempfile.TemporaryDirectory() as scratch:
             return report(plain_hf(tokenizer, train, held_out, args.steps, args.lr, scratch, args))
-
-    results = {"plm": [], "hf": []}
-    with tempfile.TemporaryDirectory() as scratch:
-        corpus_path = Path(args.corpus) if args.corpus else Path(scratch) / "sst2-sentences.txt"
-        if not args.corpus:
-            write_corpus(args.rows, corpus_path)
-        common = ["--corpus", str(corpus_path), "--steps", str(args.steps), "--device", args.device]
-        common += ["--precision", args.precision] + (["--model", args.model] if args.model else [])
-        for _ in range(args.repeats):
-            results["plm"].append(run_side(__file__, "plm", common))
-            print("plm", results["plm"][-1], flush=True)
-            lr = results["plm"][-1]["learning_rate"]
-            results["hf"].append(run_side(__file__, "hf", common + ["--lr", repr(lr)]))
-            print("hf ", results["hf"][-1], flush=True)
-
-    def median(name, key, inner=None):
-        return statistics.median(r[key][inner] if inner else r[key] for r in results[name])
-
-    summary = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
-        "device": args.device,
-        "precision": args.precision,
-        "corpus": args.corpus or f"the first {args.rows} sentences of SST-2 train.tsv",
-        "steps": args.steps,
-        "repeats": args.repeats,
-        "plm_tokens_per_second": round(median("plm", "tokens_per_second"), 1),
-        "hf_tokens_per_second": round(median("hf", "tokens_per_second"), 1),
-        "throughput_ratio": round(median("plm", "tokens_per_second") / median("hf", "tokens_per_second"), 2),
-        "perplexity_before": median("plm", "before", "perplexity"),
-        "plm_perplexity_after": median("plm", "after", "perplexity"),
-        "hf_perplexity_after": median("hf", "after", "perplexity"),
-        "plm_perplexity_ratio": round(median("plm", "before", "perplexity") / median("plm", "after", "perplexity"), 1),
-        "plm_masked_accuracy_after": median("plm", "after", "accuracy"),
-        "hf_masked_accuracy_after": median("hf", "after", "accuracy"),
-    }
+    summary = measure(args.rows, args.steps, args.repeats, args.corpus, args.model, args.device, args.precision)
     print(json.dumps(summary, indent=2))
 
 

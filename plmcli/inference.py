@@ -36,7 +36,9 @@ class PredictResult:
     texts_per_second: float
 
 
-def _logits(input_ids, token_type_ids, tokenizer, model, batch_size: int, device: str, precision: str) -> np.ndarray:
+def batched_logits(
+    input_ids, token_type_ids, tokenizer, model, batch_size: int, device: str, precision: str
+) -> np.ndarray:
     """The model's logits (examples, labels) for tokenised examples, in input order, batched longest first."""
     import torch
 
@@ -99,7 +101,7 @@ def classify(
     else:
         encodings = tokenizer(texts, pairs, truncation=True, max_length=max_length)
         long_texts = sum(1 for encoding in encodings.encodings if encoding.overflowing)
-    logits = _logits(
+    logits = batched_logits(
         encodings["input_ids"], encodings.get("token_type_ids"), tokenizer, model, batch_size, device, precision
     )
     probabilities = scores(logits, model.config.problem_type == "multi_label_classification")
@@ -181,13 +183,18 @@ class Classifier:
         return one_hot
 
 
-def load_for_inference(config) -> Classifier:
-    """Load the fine-tuned classifier of a predict or evaluate config (refusing what is not one) where it runs."""
+def load_for_inference(config, plain_bert: bool = False) -> Classifier:
+    """Load the fine-tuned classifier of a predict or evaluate config (refusing what is not one) where it runs.
+
+    ``plain_bert``: on the CPU, a standard BERT classifier truncating long texts is run by
+    plmcli.bert, which starts seconds sooner than transformers' model code (see there).
+    """
     device = modeling.choose_device(config.device)
-    precision = modeling.choose_precision(config.precision, device)
-    modeling.quiet_libraries()
-    tokenizer, model = modeling.load_classifier(config.model, config.allow_pickle)
-    speed.score_first_token_only(model)
+    modeling.choose_precision(config.precision, device)  # one the device cannot run is refused before loading
+    plain_bert = plain_bert and device == "cpu" and config.long != "sliding"
+    tokenizer, model = modeling.load_classifier(config.model, config.allow_pickle, plain_bert)
+    speed.score_first_token_only(model)  # plmcli.bert's model does this itself
+    precision = modeling.inference_precision(config.precision, device, getattr(model.config, "plm", None))
     limit = modeling.model_limit(tokenizer, model)
     max_length = min(config.max_length or limit, limit)
     return Classifier(tokenizer, model, device, precision, max_length, config.long == "sliding")
@@ -273,7 +280,7 @@ def predict(config: PredictConfig) -> PredictResult:
         from plmcli import data  # pandas: only when reading a file
 
         data.check_readable(config.file)  # a missing file is said before the model loads
-    classifier = load_for_inference(config)
+    classifier = load_for_inference(config, plain_bert=True)
     pair_column = config.text_pair_column or classifier.trained_with.get("text_pair_column")
     texts, pairs, table, text_column = read_inputs(config, classifier, pair_column)
     started = time.perf_counter()

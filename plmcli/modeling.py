@@ -317,10 +317,12 @@ def has_label_names(config: dict) -> bool:
     return bool(id2label) and not all(re.fullmatch(r"LABEL_\d+", str(v)) for v in id2label.values())
 
 
-def load_classifier(model: str, allow_pickle: bool = False):
-    """A fine-tuned classifier and its tokenizer for inference; anything else is refused with one line."""
-    from transformers import AutoModelForSequenceClassification
+def load_classifier(model: str, allow_pickle: bool = False, plain_bert: bool = False):
+    """A fine-tuned classifier and its tokenizer for inference; anything else is refused with one line.
 
+    With ``plain_bert``, a standard BERT classifier directory is read by plmcli.bert, without
+    importing transformers' model code; any other model still loads through transformers.
+    """
     if model == DEFAULT_CLASSIFIER and not Path(DEFAULT_CLASSIFIER).exists():
         raise PlmError(f"no model at {DEFAULT_CLASSIFIER}; train one with `plm finetune DATA`, or pass --model.")
     source = resolve(model, allow_pickle)
@@ -345,6 +347,15 @@ def load_classifier(model: str, allow_pickle: bool = False):
                 f"{outputs} outputs; the model directory is broken.",
                 RUNTIME_FAILURE,
             )
+        if plain_bert:
+            from plmcli import bert
+
+            loaded = bert.load(source.location)
+            if loaded is not None:
+                return loaded
+    quiet_libraries()
+    from transformers import AutoModelForSequenceClassification
+
     tokenizer = load_tokenizer(source)
     classifier = _load(AutoModelForSequenceClassification.from_pretrained, source, "model")
     if not source.local and not has_label_names(classifier.config.to_dict()):
@@ -416,6 +427,28 @@ def cpu_precision() -> tuple[str, str]:
     speedup = cpu_bf16_speedup()
     reason = f"bf16 matrix products measured {speedup:.2f}x fp32 speed on this CPU"
     return ("bf16" if speedup >= 1.5 else "fp32"), reason
+
+
+def training_precision(requested: str, device: str) -> tuple[str, str]:
+    """The precision to train in, and why: auto on the CPU is bf16 where it measures much faster, else fp32."""
+    if requested == "auto" and device == "cpu":
+        return cpu_precision()
+    reason = "requested" if requested != "auto" else f"auto: the default on {device}"
+    return choose_precision(requested, device), reason
+
+
+def inference_precision(requested: str, device: str, trained_with: Optional[dict]) -> str:
+    """The precision predict and evaluate run a classifier in.
+
+    On the CPU, auto is bf16 only where both hold: plm finetune found the model's bf16 labels on its
+    validation set the same as fp32's (it records ``inference_precision`` in the model's config),
+    and this CPU multiplies bf16 much faster than fp32. Otherwise fp32; elsewhere as choose_precision.
+    """
+    if requested != "auto" or device != "cpu":
+        return choose_precision(requested, device)
+    if isinstance(trained_with, dict) and trained_with.get("inference_precision") == "bf16":
+        return cpu_precision()[0]
+    return "fp32"
 
 
 def choose_precision(requested: str, device: str) -> str:

@@ -180,11 +180,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         documents, line_count = len(text.documents), len(corpus_lines)
     console.info(f"Corpus: {summary}.")
     device = modeling.choose_device(config.device)
-    if config.precision == "auto" and device == "cpu":
-        precision, precision_reason = modeling.cpu_precision()
-    else:
-        precision = modeling.choose_precision(config.precision, device)
-        precision_reason = "requested" if config.precision != "auto" else f"auto: the default on {device}"
+    precision, precision_reason = modeling.training_precision(config.precision, device)
 
     modeling.quiet_libraries(with_datasets=True)
     from datasets import Dataset

@@ -170,7 +170,8 @@ label column `{columns["label"]}`
 ## Training
 - Command: `{command}`
 - Epochs {config.epochs}, batch size {config.batch_size}, learning rate {metrics["train"]["learning_rate"]:g}, \
-max length {metrics["max_length"]}, seed {config.seed}, {metrics["device"]}, {metrics["precision"]}
+max length {metrics["max_length"]}, seed {config.seed}, {metrics["device"]}, {metrics["precision"]} \
+({metrics["precision_reason"]})
 - Class weights: {weights} ({weighting["reason"]})
 {stopping}- {metrics["train"]["steps"]} steps in {timing["runtime_seconds"]} s \
 ({timing["samples_per_second"]} samples/s), final training loss {metrics["train"]["loss"]:.4f}

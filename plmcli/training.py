@@ -199,7 +199,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     if labelled.dropped_rows:
         console.warn(f"--drop-invalid: skipped {labelled.dropped_rows} rows with an empty text or label.")
     device = modeling.choose_device(config.device)
-    precision = modeling.choose_precision(config.precision, device)
+    precision, precision_reason = modeling.training_precision(config.precision, device)
 
     modeling.quiet_libraries(with_datasets=True)
     import numpy as np
@@ -214,6 +214,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         console.info(new_weights)
     speed.score_first_token_only(model)
     if device == "cpu":
+        speed.fast_dropout(model)
         speed.reuse_freed_memory()
     max_length = min(config.max_length, modeling.model_limit(tokenizer, model))
     if max_length < config.max_length:
@@ -297,6 +298,20 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             compute_loss_func=weighted_cross_entropy(list(weights.values())) if weights else None,
         )
         prediction = trainer.predict(validation_set)  # on every rank: it gathers across them
+        speed.standard(model)
+        precision_check = None
+        if precision in ("bf16", "fp16"):
+            model = trainer.accelerator.unwrap_model(
+                trainer.model, keep_fp32_wrapper=False
+            )  # forward without autocast
+            precision_check = reduced_precision_check(
+                model, tokenizer, validation_set, prediction.label_ids, precision, device, config.batch_size * 2
+            )
+            console.info(
+                f"Validation labels in {precision}: {precision_check['label_agreement_with_fp32']:.2%} the same as in "
+                f"fp32; predict and evaluate will run it in {precision_check['inference_precision']} "
+                f"(--precision auto)."
+            )
         timing = {
             "runtime_seconds": round(train_output.metrics["train_runtime"], 2),
             "samples_per_second": round(train_output.metrics["train_samples_per_second"], 2),
@@ -307,6 +322,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             "label_column": columns.label,
             "multi_label": labelled.multi_label,
         }
+        if precision_check:
+            settings["inference_precision"] = precision_check["inference_precision"]
         if labelled.multi_label:
             probabilities = scores(prediction.predictions, multi_label=True)
             references = prediction.label_ids.astype(np.int8)
@@ -341,6 +358,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             "truncated_texts": {"train": train_truncated, "validation": validation_truncated},
             "device": device,
             "precision": precision,
+            "precision_reason": precision_reason,
+            "inference_precision": precision_check,
             "world_size": trainer.args.world_size,
             "effective_batch_size": config.batch_size * trainer.args.world_size,
             "lineage": [*modeling.lineage(source), f"finetune on {config.data} -> {config.output}"],
@@ -409,6 +428,43 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                     timing,
                 )
     return FinetuneResult(output=output, metrics=metrics, timing=timing, notes=notes)
+
+
+def reduced_precision_check(
+    model, tokenizer, validation_set, references, precision: str, device: str, batch_size: int
+) -> dict:
+    """May predict run this model in ``precision`` (bf16 or fp16)? Its validation labels against fp32's.
+
+    It may where at least 99.5% of the labels are the same as fp32's and accuracy (exact-set accuracy
+    for multi-label) is at most half a point lower. Returns the choice and the evidence.
+    """
+    import numpy as np
+
+    from plmcli.inference import batched_logits
+
+    types = validation_set["token_type_ids"] if "token_type_ids" in validation_set.column_names else None
+    inputs = (validation_set["input_ids"], types, tokenizer, model, batch_size, device)
+    multi_label = model.config.problem_type == "multi_label_classification"
+    references = np.asarray(references)
+
+    def labels(logits: np.ndarray) -> np.ndarray:
+        return (logits >= 0).astype(np.int8) if multi_label else logits.argmax(-1)  # sigmoid >= 0.5: logit >= 0
+
+    def accuracy(predicted: np.ndarray) -> float:
+        right = (predicted == references).all(-1) if multi_label else predicted == references
+        return round(float(right.mean()), 4)
+
+    reduced, full = labels(batched_logits(*inputs, precision)), labels(batched_logits(*inputs, "fp32"))
+    same = (reduced == full).all(-1) if multi_label else reduced == full
+    agreement = float(same.mean())
+    accuracies = {precision: accuracy(reduced), "fp32": accuracy(full)}
+    safe = agreement >= 0.995 and accuracies[precision] >= accuracies["fp32"] - 0.005
+    return {
+        "inference_precision": precision if safe else "fp32",
+        "label_agreement_with_fp32": round(agreement, 4),
+        "accuracy": accuracies,
+        "rows": len(references),
+    }
 
 
 def _digest(path: str) -> str:

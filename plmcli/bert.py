@@ -1,0 +1,228 @@
+"""A BERT classifier for predict, read and run with torch, safetensors and tokenizers alone.
+
+Importing transformers' model code takes seconds longer than importing torch (it pulls in
+torch._dynamo, the hub client and the kernel registry), and a one-text ``plm predict`` is mostly
+imports. So predict runs the plain, standard case itself: a ``BertForSequenceClassification``
+directory with ``model.safetensors`` and ``tokenizer.json``, the absolute positions and exact GELU
+of BERT, every weight name where transformers puts it. Its forward pass is transformers' eval
+forward, step for step (tests compare the two). Anything else (another architecture, a sharded or
+pickled checkpoint, a slow tokenizer, a missing or extra weight) returns None from ``load``, and
+predict loads the model with transformers as before.
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+_TOKENIZERS = {"BertTokenizer", "BertTokenizerFast"}
+_LAYER_WEIGHTS = [
+    f"{module}.{kind}"
+    for module in (
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "attention.output.LayerNorm",
+        "intermediate.dense",
+        "output.dense",
+        "output.LayerNorm",
+    )
+    for kind in ("weight", "bias")
+]
+_OTHER_WEIGHTS = [
+    "bert.embeddings.word_embeddings.weight",
+    "bert.embeddings.position_embeddings.weight",
+    "bert.embeddings.token_type_embeddings.weight",
+    "bert.embeddings.LayerNorm.weight",
+    "bert.embeddings.LayerNorm.bias",
+    "bert.pooler.dense.weight",
+    "bert.pooler.dense.bias",
+    "classifier.weight",
+    "classifier.bias",
+]
+
+
+class Config:
+    """The parts of config.json that predict reads, under transformers' attribute names."""
+
+    def __init__(self, raw: dict):
+        self.id2label = {int(k): str(v) for k, v in raw["id2label"].items()}
+        self.num_labels = len(self.id2label)
+        self.problem_type = raw.get("problem_type")
+        self.max_position_embeddings = raw["max_position_embeddings"]
+        self.plm = raw.get("plm")
+
+
+class Batch(dict):
+    """What a transformers tokenizer call returns, as far as predict reads it: ids, type ids and encodings."""
+
+    def __init__(self, encodings):
+        super().__init__(
+            input_ids=[encoding.ids for encoding in encodings],
+            token_type_ids=[encoding.type_ids for encoding in encodings],
+        )
+        self.encodings = encodings
+
+
+class Tokenizer:
+    """tokenizer.json run by the tokenizers library, called the way predict calls a transformers tokenizer."""
+
+    def __init__(self, tokenizer, model_max_length: int, pad_token_id: int):
+        self.backend = tokenizer
+        self.model_max_length = model_max_length
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, texts, pairs=None, truncation: bool = True, max_length: Optional[int] = None) -> Batch:
+        if truncation and max_length:
+            self.backend.enable_truncation(max_length, strategy="longest_first")
+        else:
+            self.backend.no_truncation()
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        return Batch(self.backend.encode_batch(inputs))
+
+
+class Classifier(torch.nn.Module):
+    """BertForSequenceClassification's eval forward on a dict of its weights.
+
+    The last layer computes the [CLS] position only (keys and values still cover every token):
+    the pooler reads nothing else, so the logits are the same.
+    """
+
+    def __init__(self, config: Config, raw: dict, weights: dict):
+        super().__init__()
+        self.config = config
+        self.heads = raw["num_attention_heads"]
+        self.layers = raw["num_hidden_layers"]
+        self.eps = raw["layer_norm_eps"]
+        for name, tensor in weights.items():
+            self.register_buffer(name.replace(".", "__"), tensor, persistent=False)
+
+    def weight(self, name: str) -> torch.Tensor:
+        return getattr(self, name.replace(".", "__"))
+
+    def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight(f"{name}.weight"), self.weight(f"{name}.bias"))
+
+    def layer_norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:], self.weight(f"{name}.weight"), self.weight(f"{name}.bias"), self.eps)
+
+    def layer(self, prefix: str, hidden: torch.Tensor, mask: Optional[torch.Tensor], first_only: bool) -> torch.Tensor:
+        """One BertLayer; hidden (batch, len, width) -> (batch, len or 1, width)."""
+        batch, length, width = hidden.shape
+        size = width // self.heads
+        queries = hidden[:, :1] if first_only else hidden
+
+        def split(x):  # (batch, n, width) -> (batch, heads, n, size)
+            return x.view(batch, -1, self.heads, size).transpose(1, 2)
+
+        if mask is not None and first_only:
+            mask = mask[:, :, :1]
+        context = F.scaled_dot_product_attention(
+            split(self.linear(f"{prefix}.attention.self.query", queries)),
+            split(self.linear(f"{prefix}.attention.self.key", hidden)),
+            split(self.linear(f"{prefix}.attention.self.value", hidden)),
+            attn_mask=mask,
+            scale=1 / math.sqrt(size),
+        )
+        context = context.transpose(1, 2).reshape(batch, -1, width)
+        attended = self.layer_norm(
+            f"{prefix}.attention.output.LayerNorm", self.linear(f"{prefix}.attention.output.dense", context) + queries
+        )
+        inner = F.gelu(self.linear(f"{prefix}.intermediate.dense", attended))
+        return self.layer_norm(f"{prefix}.output.LayerNorm", self.linear(f"{prefix}.output.dense", inner) + attended)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        length = input_ids.size(1)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        embedded = (
+            F.embedding(input_ids, self.weight("bert.embeddings.word_embeddings.weight"))
+            + F.embedding(token_type_ids, self.weight("bert.embeddings.token_type_embeddings.weight"))
+            + self.weight("bert.embeddings.position_embeddings.weight")[:length]
+        )
+        hidden = self.layer_norm("bert.embeddings.LayerNorm", embedded)
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = attention_mask[:, None, None, :].bool().expand(-1, 1, length, -1)  # (batch, 1, len, len)
+        for index in range(self.layers):
+            hidden = self.layer(f"bert.encoder.layer.{index}", hidden, mask, first_only=index == self.layers - 1)
+        pooled = torch.tanh(self.linear("bert.pooler.dense", hidden[:, 0]))
+        return _Output(self.linear("classifier", pooled))
+
+
+class _Output:
+    def __init__(self, logits):
+        self.logits = logits
+
+
+def _standard(raw: dict) -> bool:
+    """True for a plain BERT classifier config: the case this module computes exactly as transformers does."""
+    return (
+        raw.get("model_type") == "bert"
+        and raw.get("architectures") == ["BertForSequenceClassification"]
+        and raw.get("hidden_act") == "gelu"
+        and raw.get("position_embedding_type", "absolute") == "absolute"
+        and not raw.get("is_decoder")
+        and not raw.get("add_cross_attention")
+        and not raw.get("auto_map")
+        and raw.get("problem_type") in (None, "single_label_classification", "multi_label_classification")
+        and isinstance(raw.get("id2label"), dict)
+        and all(isinstance(raw.get(key), int) for key in ("num_attention_heads", "num_hidden_layers", "hidden_size"))
+        and raw["hidden_size"] % raw["num_attention_heads"] == 0
+        and isinstance(raw.get("layer_norm_eps"), float)
+        and isinstance(raw.get("max_position_embeddings"), int)
+    )
+
+
+def load(directory: str) -> Optional[tuple[Tokenizer, Classifier]]:
+    """The tokenizer and classifier of a standard BERT classifier directory, or None for anything else."""
+    from safetensors import SafetensorError, safe_open
+    from tokenizers import Tokenizer as Backend
+
+    path = Path(directory)
+    weights_file, tokenizer_file = path / "model.safetensors", path / "tokenizer.json"
+    if not (weights_file.is_file() and tokenizer_file.is_file()):
+        return None
+    try:
+        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        settings = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(raw, dict) and isinstance(settings, dict) and _standard(raw)):
+        return None
+    if settings.get("tokenizer_class") not in _TOKENIZERS:
+        return None
+    expected = set(_OTHER_WEIGHTS) | {
+        f"bert.encoder.layer.{index}.{name}" for index in range(raw["num_hidden_layers"]) for name in _LAYER_WEIGHTS
+    }
+    try:
+        with safe_open(weights_file, "pt") as stored:
+            names = set(stored.keys())
+            if names - {"bert.embeddings.position_ids"} != expected:
+                return None
+            tensors = {name: stored.get_tensor(name) for name in expected}
+        backend = Backend.from_file(str(tokenizer_file))
+        recorded = json.loads(tokenizer_file.read_text(encoding="utf-8")).get("normalizer") or {}
+    except (OSError, ValueError, SafetensorError):  # transformers loads it, or says in one line why not
+        return None
+    if any(tensor.dtype != torch.float32 for tensor in tensors.values()):
+        return None  # transformers would run it in the stored dtype
+    if recorded.get("type") != "BertNormalizer" or any(
+        key in settings and settings[key] != recorded.get(name)
+        for key, name in (("do_lower_case", "lowercase"), ("strip_accents", "strip_accents"))
+    ):
+        return None  # tokenizer_config.json and tokenizer.json disagree: leave it to transformers
+    backend.no_padding()
+    limit = settings.get("model_max_length")
+    pad_token_id = backend.token_to_id(str(settings.get("pad_token", "[PAD]")))
+    if pad_token_id is None:
+        return None
+    known = isinstance(limit, (int, float)) and 0 < limit < 1e9  # transformers writes 1e30 for "no limit"
+    tokenizer = Tokenizer(backend, int(limit) if known else 10**9, pad_token_id)
+    model = Classifier(Config(raw), raw, tensors)
+    model.eval()
+    return tokenizer, model

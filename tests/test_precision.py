@@ -1,0 +1,119 @@
+"""--precision auto on the CPU: bf16 where it is fast, and for predict only where validation shows no loss."""
+
+import json
+
+import numpy as np
+import pytest
+
+from plmcli import modeling
+from plmcli.config import FinetuneConfig, PredictConfig
+from plmcli.inference import load_for_inference
+from plmcli.training import finetune
+from tests.conftest import sentiment_rows, write_csv
+
+
+def finetune_tiny(tiny_base, tmp_path, precision="auto"):
+    data = write_csv(tmp_path / "reviews.csv", ["text", "label"], sentiment_rows(80))
+    output = tmp_path / "model"
+    config = FinetuneConfig(
+        data=str(data),
+        model=str(tiny_base),
+        output=str(output),
+        epochs=3,
+        lr=3e-3,
+        batch_size=16,
+        device="cpu",
+        precision=precision,
+    )
+    return finetune(config), output
+
+
+def test_auto_trains_in_bf16_where_the_cpu_multiplies_it_fast_and_records_the_evidence(
+    tiny_base, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(modeling, "cpu_bf16_speedup", lambda: 2.2)  # as on a CPU with AVX-512 BF16 or AMX
+    result, output = finetune_tiny(tiny_base, tmp_path)
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["precision"] == "bf16"
+    assert metrics["precision_reason"] == "bf16 matrix products measured 2.20x fp32 speed on this CPU"
+    check = metrics["inference_precision"]
+    assert check["rows"] == metrics["validation_samples"]
+    assert set(check["accuracy"]) == {"bf16", "fp32"} and 0 <= check["label_agreement_with_fp32"] <= 1
+    # the rule: at least 99.5% the same labels, accuracy at most half a point lower
+    safe = (
+        check["label_agreement_with_fp32"] >= 0.995 and check["accuracy"]["bf16"] >= check["accuracy"]["fp32"] - 0.005
+    )
+    assert check["inference_precision"] == ("bf16" if safe else "fp32")
+    saved = json.loads((output / "config.json").read_text())["plm"]
+    assert saved["inference_precision"] == check["inference_precision"]
+    assert "(bf16 matrix products measured 2.20x" in (output / "README.md").read_text()
+
+
+def test_auto_stays_in_fp32_where_bf16_is_slow(tiny_base, tmp_path, monkeypatch):
+    monkeypatch.setattr(modeling, "cpu_bf16_speedup", lambda: 0.02)  # emulated bf16, as on AVX2 CPUs
+    result, output = finetune_tiny(tiny_base, tmp_path)
+    assert result.metrics["precision"] == "fp32"
+    assert result.metrics["precision_reason"] == "bf16 matrix products measured 0.02x fp32 speed on this CPU"
+    assert result.metrics["inference_precision"] is None  # nothing to check: trained and run in fp32
+    assert "inference_precision" not in json.loads((output / "config.json").read_text())["plm"]
+
+
+@pytest.mark.parametrize(
+    ("recorded", "speedup", "expected"),
+    [("bf16", 2.2, "bf16"), ("bf16", 0.02, "fp32"), ("fp32", 2.2, "fp32"), (None, 2.2, "fp32")],
+)
+def test_predict_runs_in_bf16_only_where_finetune_found_no_loss_and_the_cpu_is_fast(
+    tiny_classifier, tmp_path, monkeypatch, recorded, speedup, expected
+):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_classifier, model)
+    config = json.loads((model / "config.json").read_text())
+    config["plm"].pop("inference_precision", None)
+    if recorded:
+        config["plm"]["inference_precision"] = recorded
+    (model / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(modeling, "cpu_bf16_speedup", lambda: speedup)
+    for plain_bert in (True, False):  # plmcli.bert's model and transformers' alike
+        classifier = load_for_inference(PredictConfig(texts=["good"], model=str(model), device="cpu"), plain_bert)
+        assert classifier.precision == expected
+        probabilities, _ = classifier(["the film was great", "awful plot"], 2)
+        assert np.allclose(probabilities.sum(1), 1, atol=1e-2)
+    asked = load_for_inference(PredictConfig(texts=["good"], model=str(model), device="cpu", precision="fp32"))
+    assert asked.precision == "fp32"  # an explicit --precision is kept
+
+
+@pytest.mark.parametrize(
+    ("flipped", "wrong_in_bf16", "expected"),
+    [(0, 0, "bf16"), (1, 0, "fp32"), (0, 1, "fp32")],
+    ids=["same-labels", "one-label-of-100-changes", "bf16-less-accurate"],
+)
+def test_bf16_for_predict_needs_995_of_1000_labels_unchanged_and_no_lost_accuracy(
+    tiny_classifier, monkeypatch, flipped, wrong_in_bf16, expected
+):
+    """reduced_precision_check with the logits of each precision made up: the rule, not the model."""
+    from plmcli import inference
+    from plmcli.data import tokenize
+    from plmcli.training import reduced_precision_check
+
+    rows = 100
+    references = np.arange(rows) % 2
+    fp32 = np.stack([1 - references, references], axis=1).astype(np.float32)  # every label right
+    bf16 = fp32.copy()
+    bf16[:flipped] = 1 - bf16[:flipped]  # labels that change in bf16 (right ones turn wrong)
+    if wrong_in_bf16:
+        fp32[-2:] = 1 - fp32[-2:]  # fp32 gets two wrong; bf16 gets one of those right and one more wrong
+        bf16[-1] = 1 - bf16[-1]
+        bf16[0] = 1 - bf16[0]
+    monkeypatch.setattr(inference, "batched_logits", lambda *args: bf16 if args[-1] == "bf16" else fp32)
+    tokenizer, model = modeling.load_classifier(str(tiny_classifier))
+    dataset, _ = tokenize(["good"] * rows, list(references), tokenizer, 16)
+    check = reduced_precision_check(model, tokenizer, dataset, references, "bf16", "cpu", 8)
+    assert check["inference_precision"] == expected
+    assert check["rows"] == rows
+    assert check["label_agreement_with_fp32"] == pytest.approx(float((bf16.argmax(1) == fp32.argmax(1)).mean()))
+    assert check["accuracy"] == {
+        "bf16": pytest.approx(float((bf16.argmax(1) == references).mean())),
+        "fp32": pytest.approx(float((fp32.argmax(1) == references).mean())),
+    }
