@@ -10,7 +10,10 @@ sentences. The plain runs are run_glue.py's recipe (tokenise, Trainer) in three 
 - hf_grouped: dynamic padding and ``train_sampling_strategy="group_by_length"``, plain HF's best.
 
 Each run has a fresh process, as a command would. plm and hf_grouped alternate --repeats times;
-the slower two run once, in the first round. Medians are reported.
+the slower two run once, in the first round. Medians are reported: training samples/s (the
+Trainer's count over its training runtime), dev accuracy, the whole process's wall time (start
+Python, import, load, tokenise, train, score the dev set and, for plm, write the model, its
+report and plots) and its peak resident memory.
 
 Usage:
     python bench/finetune_vs_hf.py [--samples 1280] [--repeats 3]
@@ -135,7 +138,9 @@ def measure(samples: int = 1280, repeats: int = 3, precision: str = "fp32") -> d
         summary[name] = {
             "samples_per_second": round(median(results, "samples_per_second"), 1),
             "dev_accuracy": round(median(results, "accuracy"), 4),
+            "process_seconds": round(median(results, "process_seconds"), 1),
             "peak_rss_mb": round(median(results, "peak_rss_mb")),
+            "each_run": [{key: round(value, 4) for key, value in run.items()} for run in results],
         }
     plm = summary["plm"]["samples_per_second"]
     summary["ratios"] = {name: round(plm / summary[name]["samples_per_second"], 2) for name in PLAIN}

@@ -52,11 +52,24 @@ def median(runs: list[dict], key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
 
-def machine() -> dict:
-    """What the figures were measured on: CPU model, cores, torch's threads and build, bf16 instructions, GPU."""
-    import torch
-    import transformers
+_LIBRARIES = """
+import json, torch, transformers
+print(json.dumps({
+    "torch_threads": torch.get_num_threads(),
+    "simd": torch.backends.cpu.get_cpu_capability(),
+    "torch": torch.__version__,
+    "transformers": transformers.__version__,
+    "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+}))
+"""
 
+
+def machine() -> dict:
+    """What the figures were measured on: CPU model, cores, torch's threads and build, bf16 instructions, GPU.
+
+    torch and transformers are asked in a child process: the parent stays small, because a child
+    forked from it starts with (and reports, as its peak) the parent's resident memory.
+    """
     model, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as stream:
@@ -68,16 +81,13 @@ def machine() -> dict:
                     flags = set(value.split())
     except OSError:
         pass
+    libraries = subprocess.run([sys.executable, "-c", _LIBRARIES], stdout=subprocess.PIPE, text=True, check=True)
     return {
         "cpu": model,
         "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
         "cpu_bf16_instructions": sorted(flags & {"avx512_bf16", "amx_bf16"}) or "none",
-        "simd": torch.backends.cpu.get_cpu_capability(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **json.loads(libraries.stdout.strip().splitlines()[-1]),
         "python": platform.python_version(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 

@@ -22,12 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-import torch
 from isolated import alternate, median, report
-
-from plmcli import corpus, modeling
-from plmcli.config import PretrainConfig
-from plmcli.pretraining import evaluate_masked_lm, masked_batches, pretrain
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 MODEL_OUT = Path(__file__).resolve().parent / "out" / "pretrain-plm"
@@ -45,17 +40,21 @@ def held_out_split(corpus_path: Path, model: Optional[str], seed: int = 42):
     """plm's blocks of the corpus split as plm splits them, and the held-out blocks masked as plm masks them."""
     from transformers import DataCollatorForLanguageModeling
 
+    from plmcli import corpus, modeling
+    from plmcli.pretraining import masked_batches
+
     source = modeling.resolve(model)
     tokenizer = modeling.load_tokenizer(source)
     examples = corpus.blocks(corpus.read_corpus([str(corpus_path)]), tokenizer, 128, whole_word_mask=False)
     train_indices, validation_indices = corpus.split_validation(len(examples), 0.05, 2000, seed)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=seed)
-    held_out = masked_batches(examples.split(validation_indices), collator, 64)
+    held_out = masked_batches(examples.split(validation_indices), collator, 32)  # as plm at --batch-size 32
     return tokenizer, examples.split(train_indices), held_out
 
 
 def plain_hf(tokenizer, train, held_out, steps: int, lr: float, output_dir: str, args, seed: int = 42) -> dict:
     """run_mlm.py's training: BertForMaskedLM, DataCollatorForLanguageModeling, Trainer."""
+    import torch
     from datasets import Dataset
     from transformers import (
         AutoModelForMaskedLM,
@@ -64,6 +63,9 @@ def plain_hf(tokenizer, train, held_out, steps: int, lr: float, output_dir: str,
         TrainingArguments,
         set_seed,
     )
+
+    from plmcli import modeling
+    from plmcli.pretraining import evaluate_masked_lm
 
     set_seed(seed)
     model = AutoModelForMaskedLM.from_pretrained(modeling.resolve(args.model).location, dtype=torch.float32)
@@ -102,6 +104,9 @@ def plain_hf(tokenizer, train, held_out, steps: int, lr: float, output_dir: str,
 
 
 def run_plm(corpus_path: Path, steps: int, args) -> dict:
+    from plmcli.config import PretrainConfig
+    from plmcli.pretraining import pretrain
+
     result = pretrain(
         PretrainConfig(
             corpus=[str(corpus_path)],
@@ -172,6 +177,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
+        from plmcli import modeling
+
         modeling.quiet_libraries(with_datasets=True)
     if args.side == "plm":
         return report(run_plm(Path(args.corpus), args.steps, args))

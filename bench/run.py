@@ -39,7 +39,8 @@ def table(results: dict) -> str:
 
     def ft(side):
         accuracy = f"dev accuracy {side['dev_accuracy']:.4f}"
-        return f"{side['samples_per_second']} samples/s, {accuracy}, {side['peak_rss_mb']} MB"
+        whole = f"whole process {side['process_seconds']} s"
+        return f"{side['samples_per_second']} samples/s, {accuracy}, {whole}, {side['peak_rss_mb']} MB"
 
     def pr(side):
         return (

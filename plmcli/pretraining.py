@@ -240,8 +240,8 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         speed.reuse_freed_memory()
     model.to(device)
     collator = masking_collator(tokenizer, config)
-    held_out = masked_batches(
-        validation_examples, masking_collator(tokenizer, config, config.seed), config.batch_size * 2
+    held_out = masked_batches(  # batches no larger than training's: measuring never raises the peak memory
+        validation_examples, masking_collator(tokenizer, config, config.seed), config.batch_size
     )
     resume_settings = {
         "corpus (sha256)": corpus_sha256,
