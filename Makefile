@@ -35,7 +35,7 @@ demo: install
 		--overwrite --epochs 5
 	HF_HUB_OFFLINE=1 $(BIN)/plm predict --model runs/demo "This is a great movie!"
 
-# plm against plain Hugging Face, side by side: bench/results.json and the table in README.md (~30 min on 2 cores).
+# plm against plain Hugging Face, side by side: bench/results.json and the table in README.md (~25 min on 2 cores).
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py
 

@@ -171,6 +171,7 @@ def _standard(raw: dict) -> bool:
         and not raw.get("auto_map")
         and raw.get("problem_type") in (None, "single_label_classification", "multi_label_classification")
         and isinstance(raw.get("id2label"), dict)
+        and all(str(key).isdigit() for key in raw["id2label"])
         and all(isinstance(raw.get(key), int) for key in ("num_attention_heads", "num_hidden_layers", "hidden_size"))
         and raw["hidden_size"] % raw["num_attention_heads"] == 0
         and isinstance(raw.get("layer_norm_eps"), float)

@@ -97,8 +97,9 @@ def edited_copy(source, tmp_path, config=None, tokenizer_config=None, remove=())
         {"config": {"architectures": ["RobertaForSequenceClassification"], "model_type": "roberta"}},
         {"tokenizer_config": {"do_lower_case": False}},
         {"remove": ["tokenizer.json"]},
+        {"config": {"id2label": {"a": "negative", "b": "positive"}}},
     ],
-    ids=["activation", "positions", "architecture", "tokenizer-settings", "no-tokenizer-json"],
+    ids=["activation", "positions", "architecture", "tokenizer-settings", "no-tokenizer-json", "label-ids"],
 )
 def test_anything_but_a_plain_bert_classifier_is_left_to_transformers(tiny_classifier, tmp_path, change):
     assert bert.load(str(edited_copy(tiny_classifier, tmp_path, **change))) is None
