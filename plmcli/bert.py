@@ -19,38 +19,13 @@ import torch
 import torch.nn.functional as F
 
 _TOKENIZERS = {"BertTokenizer", "BertTokenizerFast"}
-_LAYER_WEIGHTS = [
-    f"{module}.{kind}"
-    for module in (
-        "attention.self.query",
-        "attention.self.key",
-        "attention.self.value",
-        "attention.output.dense",
-        "attention.output.LayerNorm",
-        "intermediate.dense",
-        "output.dense",
-        "output.LayerNorm",
-    )
-    for kind in ("weight", "bias")
-]
-_OTHER_WEIGHTS = [
-    "bert.embeddings.word_embeddings.weight",
-    "bert.embeddings.position_embeddings.weight",
-    "bert.embeddings.token_type_embeddings.weight",
-    "bert.embeddings.LayerNorm.weight",
-    "bert.embeddings.LayerNorm.bias",
-    "bert.pooler.dense.weight",
-    "bert.pooler.dense.bias",
-    "classifier.weight",
-    "classifier.bias",
-]
 
 
 class Config:
     """The parts of config.json that predict reads, under transformers' attribute names."""
 
     def __init__(self, raw: dict):
-        self.id2label = {int(k): str(v) for k, v in raw["id2label"].items()}
+        self.id2label = _label_ids(raw["id2label"])
         self.num_labels = len(self.id2label)
         self.problem_type = raw.get("problem_type")
         self.max_position_embeddings = raw["max_position_embeddings"]
@@ -78,7 +53,7 @@ class Tokenizer:
 
     def __call__(self, texts, pairs=None, truncation: bool = True, max_length: Optional[int] = None) -> Batch:
         if truncation and max_length:
-            self.backend.enable_truncation(max_length, strategy="longest_first")
+            self.backend.enable_truncation(max_length, strategy="longest_first", direction="right")
         else:
             self.backend.no_truncation()
         inputs = list(texts) if pairs is None else list(zip(texts, pairs))
@@ -159,6 +134,13 @@ class _Output:
         self.logits = logits
 
 
+def _label_ids(id2label: dict) -> Optional[dict]:
+    """id2label with int keys, as transformers reads it; None where a key is not a plain number."""
+    if not all(str(key).isascii() and str(key).isdecimal() for key in id2label):
+        return None
+    return {int(key): value for key, value in id2label.items()}
+
+
 def _standard(raw: dict) -> bool:
     """True for a plain BERT classifier config: the case this module computes exactly as transformers does."""
     return (
@@ -169,19 +151,123 @@ def _standard(raw: dict) -> bool:
         and not raw.get("is_decoder")
         and not raw.get("add_cross_attention")
         and not raw.get("auto_map")
+        and raw.get("dtype", raw.get("torch_dtype")) in (None, "float32")  # transformers runs the config's dtype
         and raw.get("problem_type") in (None, "single_label_classification", "multi_label_classification")
         and isinstance(raw.get("id2label"), dict)
-        and all(str(key).isdigit() for key in raw["id2label"])
-        and all(isinstance(raw.get(key), int) for key in ("num_attention_heads", "num_hidden_layers", "hidden_size"))
+        and len(_label_ids(raw["id2label"]) or {}) == len(raw["id2label"]) > 0  # no "01" beside "1"
+        and all(
+            isinstance(raw.get(key), int) and not isinstance(raw.get(key), bool) and raw[key] > 0
+            for key in (
+                "num_attention_heads",
+                "num_hidden_layers",
+                "hidden_size",
+                "intermediate_size",
+                "vocab_size",
+                "type_vocab_size",
+                "max_position_embeddings",
+            )
+        )
         and raw["hidden_size"] % raw["num_attention_heads"] == 0
         and isinstance(raw.get("layer_norm_eps"), float)
-        and isinstance(raw.get("max_position_embeddings"), int)
+    )
+
+
+def _shapes(raw: dict) -> dict:
+    """The shape of every weight a BertForSequenceClassification of this config has."""
+    hidden, inner, labels = raw["hidden_size"], raw["intermediate_size"], len(raw["id2label"])
+    layer = {
+        "attention.self.query": (hidden, hidden),
+        "attention.self.key": (hidden, hidden),
+        "attention.self.value": (hidden, hidden),
+        "attention.output.dense": (hidden, hidden),
+        "attention.output.LayerNorm": None,
+        "intermediate.dense": (inner, hidden),
+        "output.dense": (hidden, inner),
+        "output.LayerNorm": None,
+    }
+    shapes = {
+        "bert.embeddings.word_embeddings.weight": (raw["vocab_size"], hidden),
+        "bert.embeddings.position_embeddings.weight": (raw["max_position_embeddings"], hidden),
+        "bert.embeddings.token_type_embeddings.weight": (raw["type_vocab_size"], hidden),
+        "bert.embeddings.LayerNorm.weight": (hidden,),
+        "bert.embeddings.LayerNorm.bias": (hidden,),
+        "bert.pooler.dense.weight": (hidden, hidden),
+        "bert.pooler.dense.bias": (hidden,),
+        "classifier.weight": (labels, hidden),
+        "classifier.bias": (labels,),
+    }
+    for index in range(raw["num_hidden_layers"]):
+        for module, weight in layer.items():
+            prefix = f"bert.encoder.layer.{index}.{module}"
+            shapes[f"{prefix}.weight"] = weight or (hidden,)
+            shapes[f"{prefix}.bias"] = ((weight or (hidden,))[0],)
+    return shapes
+
+
+def _token(settings: dict, name: str, default: str) -> str:
+    """A special token from tokenizer_config.json: a string, or an added-token object with its content."""
+    value = settings.get(name, default)
+    return str(value.get("content", default) if isinstance(value, dict) else value)
+
+
+def _as_transformers_builds_it(document: dict, settings: dict) -> bool:
+    """True where tokenizer.json's pipeline is the one transformers' BertTokenizer builds from tokenizer_config.json.
+
+    transformers 5 rebuilds the normalizer, pre-tokenizer, WordPiece settings and [CLS]/[SEP]
+    template from tokenizer_config.json (and its defaults) and keeps tokenizer.json's vocabulary;
+    where both agree, running tokenizer.json as it is gives the same ids.
+    """
+    cls, sep, unk = (
+        _token(settings, "cls_token", "[CLS]"),
+        _token(settings, "sep_token", "[SEP]"),
+        _token(settings, "unk_token", "[UNK]"),
+    )
+    normalizer = {
+        "type": "BertNormalizer",
+        "clean_text": True,
+        "handle_chinese_chars": settings.get("tokenize_chinese_chars", True),
+        "strip_accents": settings.get("strip_accents"),
+        "lowercase": settings.get("do_lower_case", True),
+    }
+    model = document.get("model") or {}
+    processor = document.get("post_processor") or {}
+
+    def template(parts):
+        return [
+            ("special", part["SpecialToken"]["id"], part["SpecialToken"]["type_id"])
+            if "SpecialToken" in part
+            else ("sequence", part["Sequence"]["id"], part["Sequence"]["type_id"])
+            for part in parts
+        ]
+
+    try:
+        single, pair = template(processor.get("single") or []), template(processor.get("pair") or [])
+    except (KeyError, TypeError):
+        return False
+    vocabulary = model.get("vocab") if isinstance(model.get("vocab"), dict) else {}
+    specials = {token.get("content") for token in document.get("added_tokens") or [] if isinstance(token, dict)}
+    wanted = {cls, sep, unk, _token(settings, "pad_token", "[PAD]"), _token(settings, "mask_token", "[MASK]")}
+    return (
+        document.get("normalizer") == normalizer
+        and document.get("pre_tokenizer") == {"type": "BertPreTokenizer"}
+        and model.get("type") == "WordPiece"
+        and model.get("unk_token") == unk
+        and model.get("continuing_subword_prefix") == "##"
+        and model.get("max_input_chars_per_word") == 100
+        and processor.get("type") == "TemplateProcessing"
+        and single == [("special", cls, 0), ("sequence", "A", 0), ("special", sep, 0)]
+        and pair == single + [("sequence", "B", 1), ("special", sep, 1)]
+        and {token: ids["ids"] for token, ids in (processor.get("special_tokens") or {}).items()}
+        == {cls: [vocabulary.get(cls)], sep: [vocabulary.get(sep)]}
+        and wanted <= specials
+        and settings.get("truncation_side", "right") == "right"
+        and not (settings.get("added_tokens_decoder") or {}).keys() - {str(vocabulary.get(t)) for t in specials}
     )
 
 
 def load(directory: str) -> Optional[tuple[Tokenizer, Classifier]]:
     """The tokenizer and classifier of a standard BERT classifier directory, or None for anything else."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import safe_open
     from tokenizers import Tokenizer as Backend
 
     path = Path(directory)
@@ -191,35 +277,34 @@ def load(directory: str) -> Optional[tuple[Tokenizer, Classifier]]:
     try:
         raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
         settings = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+        document_text = tokenizer_file.read_text(encoding="utf-8")
+        document = json.loads(document_text)
     except (OSError, ValueError):
         return None
-    if not (isinstance(raw, dict) and isinstance(settings, dict) and _standard(raw)):
+    if not (isinstance(raw, dict) and isinstance(settings, dict) and isinstance(document, dict) and _standard(raw)):
         return None
-    if settings.get("tokenizer_class") not in _TOKENIZERS:
+    try:
+        conforms = _as_transformers_builds_it(document, settings)
+    except (KeyError, TypeError, AttributeError):  # a misshapen file: transformers says what is wrong
+        conforms = False
+    if settings.get("tokenizer_class") not in _TOKENIZERS or not conforms:
         return None
-    expected = set(_OTHER_WEIGHTS) | {
-        f"bert.encoder.layer.{index}.{name}" for index in range(raw["num_hidden_layers"]) for name in _LAYER_WEIGHTS
-    }
+    shapes = _shapes(raw)
     try:
         with safe_open(weights_file, "pt") as stored:
-            names = set(stored.keys())
-            if names - {"bert.embeddings.position_ids"} != expected:
+            if set(stored.keys()) - {"bert.embeddings.position_ids"} != shapes.keys():
                 return None
-            tensors = {name: stored.get_tensor(name) for name in expected}
-        backend = Backend.from_file(str(tokenizer_file))
-        recorded = json.loads(tokenizer_file.read_text(encoding="utf-8")).get("normalizer") or {}
-    except (OSError, ValueError, SafetensorError):  # transformers loads it, or says in one line why not
+            if any(tuple(stored.get_slice(name).get_shape()) != shape for name, shape in shapes.items()):
+                return None  # transformers refuses a size mismatch, in one line
+            tensors = {name: stored.get_tensor(name) for name in shapes}
+        backend = Backend.from_str(document_text)
+    except Exception:  # noqa: BLE001 - tokenizers raises bare Exceptions; transformers then says what is wrong
         return None
     if any(tensor.dtype != torch.float32 for tensor in tensors.values()):
         return None  # transformers would run it in the stored dtype
-    if recorded.get("type") != "BertNormalizer" or any(
-        key in settings and settings[key] != recorded.get(name)
-        for key, name in (("do_lower_case", "lowercase"), ("strip_accents", "strip_accents"))
-    ):
-        return None  # tokenizer_config.json and tokenizer.json disagree: leave it to transformers
     backend.no_padding()
     limit = settings.get("model_max_length")
-    pad_token_id = backend.token_to_id(str(settings.get("pad_token", "[PAD]")))
+    pad_token_id = backend.token_to_id(_token(settings, "pad_token", "[PAD]"))
     if pad_token_id is None:
         return None
     known = isinstance(limit, (int, float)) and 0 < limit < 1e9  # transformers writes 1e30 for "no limit"

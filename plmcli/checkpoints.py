@@ -140,6 +140,18 @@ def start_from(checkpoint: Path, settings: dict, allow_changes: bool) -> dict:
     return saved
 
 
+def resumed_precision(checkpoint: Optional[Path], requested: str, chosen: tuple[str, str]) -> tuple[str, str]:
+    """(precision, reason) for a run: on --resume with --precision auto, the one the interrupted run used.
+
+    auto on a CPU is measured; a resumed run keeps what was measured then rather than being refused
+    because a new measurement came out the other side of the line.
+    """
+    if checkpoint is None or requested != "auto":
+        return chosen
+    recorded = read_manifest(checkpoint).get("settings", {}).get("precision")
+    return (recorded, "auto, as in the run being resumed") if recorded in ("fp32", "bf16", "fp16") else chosen
+
+
 def clear(directory: Path) -> None:
     """Remove the checkpoints of a run that --overwrite replaces (a fresh run starts without any)."""
     if console.is_main_process() and directory.is_dir():

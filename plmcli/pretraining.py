@@ -180,7 +180,9 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         documents, line_count = len(text.documents), len(corpus_lines)
     console.info(f"Corpus: {summary}.")
     device = modeling.choose_device(config.device)
-    precision, precision_reason = modeling.training_precision(config.precision, device)
+    precision, precision_reason = checkpoints.resumed_precision(
+        resume_from, config.precision, modeling.training_precision(config.precision, device)
+    )
 
     modeling.quiet_libraries(with_datasets=True)
     from datasets import Dataset

@@ -12,6 +12,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from plmcli import checkpoints, console, data, interrupts, modeling, reporting, speed
 from plmcli.config import FinetuneConfig, default_learning_rate
@@ -199,7 +200,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     if labelled.dropped_rows:
         console.warn(f"--drop-invalid: skipped {labelled.dropped_rows} rows with an empty text or label.")
     device = modeling.choose_device(config.device)
-    precision, precision_reason = modeling.training_precision(config.precision, device)
+    precision, precision_reason = checkpoints.resumed_precision(
+        resume_from, config.precision, modeling.training_precision(config.precision, device)
+    )
 
     modeling.quiet_libraries(with_datasets=True)
     import numpy as np
@@ -299,19 +302,6 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         )
         prediction = trainer.predict(validation_set)  # on every rank: it gathers across them
         speed.standard(model)
-        precision_check = None
-        if precision in ("bf16", "fp16"):
-            model = trainer.accelerator.unwrap_model(
-                trainer.model, keep_fp32_wrapper=False
-            )  # forward without autocast
-            precision_check = reduced_precision_check(
-                model, tokenizer, validation_set, prediction.label_ids, precision, device, config.batch_size * 2
-            )
-            console.info(
-                f"Validation labels in {precision}: {precision_check['label_agreement_with_fp32']:.2%} the same as in "
-                f"fp32; predict and evaluate will run it in {precision_check['inference_precision']} "
-                f"(--precision auto)."
-            )
         timing = {
             "runtime_seconds": round(train_output.metrics["train_runtime"], 2),
             "samples_per_second": round(train_output.metrics["train_samples_per_second"], 2),
@@ -322,8 +312,6 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             "label_column": columns.label,
             "multi_label": labelled.multi_label,
         }
-        if precision_check:
-            settings["inference_precision"] = precision_check["inference_precision"]
         if labelled.multi_label:
             probabilities = scores(prediction.predictions, multi_label=True)
             references = prediction.label_ids.astype(np.int8)
@@ -335,6 +323,25 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         else:
             report = scoring.classification_report(
                 prediction.predictions.argmax(-1), prediction.label_ids, labelled.label_names
+            )
+        precision_check = None
+        if precision in ("bf16", "fp16"):
+            model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)  # no autocast
+            precision_check = reduced_precision_check(
+                model,
+                tokenizer,
+                validation_set,
+                prediction.label_ids,
+                precision,
+                device,
+                config.batch_size * 2,
+                settings.get("thresholds"),
+            )
+            settings["inference_precision"] = precision_check["inference_precision"]
+            console.info(
+                f"Validation labels in {precision}: {precision_check['label_agreement_with_fp32']:.2%} the same as in "
+                f"fp32; on a CPU, predict and evaluate with --precision auto will run it in "
+                f"{precision_check['inference_precision']}."
             )
         model.config.plm = settings  # how plm predict and evaluate read data for this model
         state = trainer.state
@@ -431,12 +438,20 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
 
 def reduced_precision_check(
-    model, tokenizer, validation_set, references, precision: str, device: str, batch_size: int
+    model,
+    tokenizer,
+    validation_set,
+    references,
+    precision: str,
+    device: str,
+    batch_size: int,
+    thresholds: Optional[list[float]] = None,
 ) -> dict:
     """May predict run this model in ``precision`` (bf16 or fp16)? Its validation labels against fp32's.
 
     It may where at least 99.5% of the labels are the same as fp32's and accuracy (exact-set accuracy
-    for multi-label) is at most half a point lower. Returns the choice and the evidence.
+    for multi-label, each label at its tuned threshold) is at most half a point lower. Returns the
+    choice and the evidence.
     """
     import numpy as np
 
@@ -448,7 +463,9 @@ def reduced_precision_check(
     references = np.asarray(references)
 
     def labels(logits: np.ndarray) -> np.ndarray:
-        return (logits >= 0).astype(np.int8) if multi_label else logits.argmax(-1)  # sigmoid >= 0.5: logit >= 0
+        if multi_label:
+            return (scores(logits, multi_label=True) >= np.asarray(thresholds or 0.5)).astype(np.int8)
+        return logits.argmax(-1)
 
     def accuracy(predicted: np.ndarray) -> float:
         right = (predicted == references).all(-1) if multi_label else predicted == references

@@ -98,8 +98,25 @@ def edited_copy(source, tmp_path, config=None, tokenizer_config=None, remove=())
         {"tokenizer_config": {"do_lower_case": False}},
         {"remove": ["tokenizer.json"]},
         {"config": {"id2label": {"a": "negative", "b": "positive"}}},
+        {"config": {"id2label": {"0": "negative", "\u00b2": "positive"}}},
+        {"config": {"dtype": "bfloat16"}},
+        {"tokenizer_config": {"truncation_side": "left"}},
+        {"tokenizer_config": {"tokenize_chinese_chars": False}},
+        {"tokenizer_config": {"unk_token": "[PAD]"}},
     ],
-    ids=["activation", "positions", "architecture", "tokenizer-settings", "no-tokenizer-json", "label-ids"],
+    ids=[
+        "activation",
+        "positions",
+        "architecture",
+        "tokenizer-settings",
+        "no-tokenizer-json",
+        "label-ids",
+        "superscript-label-id",
+        "config-dtype",
+        "truncation-side",
+        "chinese-chars",
+        "unk-token",
+    ],
 )
 def test_anything_but_a_plain_bert_classifier_is_left_to_transformers(tiny_classifier, tmp_path, change):
     assert bert.load(str(edited_copy(tiny_classifier, tmp_path, **change))) is None
@@ -147,3 +164,41 @@ def test_one_text_predict_imports_no_transformers_datasets_or_plotting(tiny_clas
     assert completed.returncode == 0, completed.stderr
     assert "the film was great" in completed.stdout
     assert completed.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_tokenizer_json_lowercasing_against_the_default_is_left_to_transformers(tiny_classifier, tmp_path):
+    """tokenizer_config.json without do_lower_case means True to transformers, whatever tokenizer.json says."""
+    directory = edited_copy(tiny_classifier, tmp_path)
+    settings = json.loads((directory / "tokenizer_config.json").read_text())
+    settings.pop("do_lower_case", None)
+    (directory / "tokenizer_config.json").write_text(json.dumps(settings))
+    document = json.loads((directory / "tokenizer.json").read_text())
+    document["normalizer"]["lowercase"] = False
+    (directory / "tokenizer.json").write_text(json.dumps(document))
+    assert bert.load(str(directory)) is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["config-width", "weight-shape", "tokenizer-json"],
+)
+def test_a_broken_directory_gets_transformers_one_line_refusal(cli, tiny_classifier, tmp_path, damage):
+    from safetensors.torch import load_file, save_file
+
+    directory = edited_copy(tiny_classifier, tmp_path)
+    if damage == "config-width":
+        config = json.loads((directory / "config.json").read_text())
+        config["hidden_size"] *= 2
+        (directory / "config.json").write_text(json.dumps(config))
+    elif damage == "weight-shape":
+        weights = load_file(directory / "model.safetensors")
+        name = "bert.encoder.layer.0.intermediate.dense.weight"
+        weights[name] = weights[name][:-1].clone()
+        save_file(weights, directory / "model.safetensors")
+    else:
+        (directory / "tokenizer.json").write_text('{"version": "1.0", "mo')
+    assert bert.load(str(directory)) is None
+    run = cli("predict", "--model", directory, "the film was great")
+    assert run.exit_code == 1, run.stdout
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert run.error_line.startswith("Error: cannot load the ")

@@ -1,6 +1,7 @@
 """--precision auto on the CPU: bf16 where it is fast, and for predict only where validation shows no loss."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +32,8 @@ def finetune_tiny(tiny_base, tmp_path, precision="auto"):
 def test_auto_trains_in_bf16_where_the_cpu_multiplies_it_fast_and_records_the_evidence(
     tiny_base, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(modeling, "cpu_bf16_speedup", lambda: 2.2)  # as on a CPU with AVX-512 BF16 or AMX
+    monkeypatch.setattr(modeling, "cpu_has_bf16_instructions", lambda: True)  # as a CPU with AVX-512 BF16 or AMX
+    monkeypatch.setattr(modeling, "cpu_bf16_speedup", lambda: 2.2)
     result, output = finetune_tiny(tiny_base, tmp_path)
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["precision"] == "bf16"
@@ -50,7 +52,8 @@ def test_auto_trains_in_bf16_where_the_cpu_multiplies_it_fast_and_records_the_ev
 
 
 def test_auto_stays_in_fp32_where_bf16_is_slow(tiny_base, tmp_path, monkeypatch):
-    monkeypatch.setattr(modeling, "cpu_bf16_speedup", lambda: 0.02)  # emulated bf16, as on AVX2 CPUs
+    monkeypatch.setattr(modeling, "cpu_has_bf16_instructions", lambda: None)  # flags unknown (ARM): measured
+    monkeypatch.setattr(modeling, "cpu_bf16_speedup", lambda: 0.02)  # emulated bf16
     result, output = finetune_tiny(tiny_base, tmp_path)
     assert result.metrics["precision"] == "fp32"
     assert result.metrics["precision_reason"] == "bf16 matrix products measured 0.02x fp32 speed on this CPU"
@@ -74,6 +77,7 @@ def test_predict_runs_in_bf16_only_where_finetune_found_no_loss_and_the_cpu_is_f
     if recorded:
         config["plm"]["inference_precision"] = recorded
     (model / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(modeling, "cpu_has_bf16_instructions", lambda: None)
     monkeypatch.setattr(modeling, "cpu_bf16_speedup", lambda: speedup)
     for plain_bert in (True, False):  # plmcli.bert's model and transformers' alike
         classifier = load_for_inference(PredictConfig(texts=["good"], model=str(model), device="cpu"), plain_bert)
@@ -117,3 +121,52 @@ def test_bf16_for_predict_needs_995_of_1000_labels_unchanged_and_no_lost_accurac
         "bf16": pytest.approx(float((bf16.argmax(1) == references).mean())),
         "fp32": pytest.approx(float((fp32.argmax(1) == references).mean())),
     }
+
+
+def test_an_x86_cpu_without_bf16_instructions_stays_in_fp32_without_timing(monkeypatch):
+    def not_timed():
+        raise AssertionError("no timing is needed")
+
+    monkeypatch.setattr(modeling, "cpu_has_bf16_instructions", lambda: False)
+    monkeypatch.setattr(modeling, "cpu_bf16_speedup", not_timed)
+    assert modeling.cpu_precision() == ("fp32", "this CPU has no bf16 matrix instructions (AVX-512 BF16 or AMX)")
+    assert modeling.training_precision("auto", "cpu")[0] == "fp32"
+    assert modeling.training_precision("bf16", "cpu") == ("bf16", "requested")
+
+
+def test_this_hosts_flags_are_read(monkeypatch):
+    flags = open("/proc/cpuinfo", encoding="utf-8").read() if Path("/proc/cpuinfo").is_file() else ""
+    expected = ("avx512_bf16" in flags or "amx_bf16" in flags) if "\nflags" in "\n" + flags else None
+    assert modeling.cpu_has_bf16_instructions() == expected
+
+
+def test_a_resumed_auto_run_keeps_the_precision_it_started_with(tmp_path):
+    from plmcli import checkpoints
+
+    checkpoint = tmp_path / "checkpoint-10"
+    checkpoint.mkdir()
+    (checkpoint / checkpoints.MANIFEST).write_text(json.dumps({"step": 10, "settings": {"precision": "bf16"}}))
+    measured = ("fp32", "bf16 matrix products measured 1.45x fp32 speed on this CPU")
+    assert checkpoints.resumed_precision(checkpoint, "auto", measured) == ("bf16", "auto, as in the run being resumed")
+    assert checkpoints.resumed_precision(checkpoint, "fp32", ("fp32", "requested")) == ("fp32", "requested")
+    assert checkpoints.resumed_precision(None, "auto", measured) == measured
+
+
+@pytest.mark.parametrize(("thresholds", "expected"), [(None, "bf16"), ([0.9, 0.5], "fp32")])
+def test_multi_label_agreement_is_judged_at_the_tuned_thresholds(tiny_classifier, monkeypatch, thresholds, expected):
+    """fp32 and bf16 scores for label 0 are 0.73 and 0.92: the same label at 0.5, not at a tuned 0.9."""
+    from plmcli import inference
+    from plmcli.data import tokenize
+    from plmcli.training import reduced_precision_check
+
+    rows = 20
+    fp32 = np.tile(np.array([[1.0, 2.0]], dtype=np.float32), (rows, 1))
+    bf16 = np.tile(np.array([[2.5, 2.0]], dtype=np.float32), (rows, 1))
+    monkeypatch.setattr(inference, "batched_logits", lambda *args: bf16 if args[-1] == "bf16" else fp32)
+    tokenizer, model = modeling.load_classifier(str(tiny_classifier))
+    model.config.problem_type = "multi_label_classification"
+    references = np.ones((rows, 2), dtype=np.int8)
+    dataset, _ = tokenize(["good"] * rows, references.tolist(), tokenizer, 16)
+    check = reduced_precision_check(model, tokenizer, dataset, references, "bf16", "cpu", 8, thresholds)
+    assert check["inference_precision"] == expected
+    assert check["label_agreement_with_fp32"] == (1.0 if thresholds is None else 0.0)
