@@ -239,6 +239,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     speed.masked_positions_only(model)
     if device == "cpu":
         speed.fast_dropout(model)
+        speed.recompute_gelu(model)
         speed.reuse_freed_memory()
     model.to(device)
     collator = masking_collator(tokenizer, config)

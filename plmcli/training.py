@@ -89,7 +89,9 @@ def train(command: list[str], resume_from=None, settings=None, state=None, callb
     run_dir = Path(trainer_arguments["args"].output_dir)
     created = [path for path in (run_dir, run_dir.parent) if not path.exists()]
     progress, stopper = progress_callback(), checkpoints.stop_on_signal()
-    trainer = checkpoints.trainer_class()(**trainer_arguments, callbacks=[progress, stopper, *callbacks])
+    memory = speed.memory_callback()  # on CPU, where freed memory is kept for reuse
+    callbacks = [progress, stopper, *callbacks, *([memory] if memory else [])]
+    trainer = checkpoints.trainer_class()(**trainer_arguments, callbacks=callbacks)
     trainer.plm_settings, trainer.plm_state = settings or {}, state or {}
     resumed = checkpoints.read_manifest(resume_from) if resume_from else {"step": 0, "state": {}}
     trainer.plm_loss_before = resumed["state"].get("loss_sum", 0.0)  # summed over the steps before the resume
@@ -218,6 +220,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     speed.score_first_token_only(model)
     if device == "cpu":
         speed.fast_dropout(model)
+        speed.recompute_gelu(model)
         speed.reuse_freed_memory()
     max_length = min(config.max_length, modeling.model_limit(tokenizer, model))
     if max_length < config.max_length:

@@ -179,3 +179,135 @@ def test_masked_lm_loss_matches_cross_entropy_in_value_and_gradient():
     (expected * 3).backward()
     torch.testing.assert_close(ours.grad, theirs.grad)
     assert torch.isfinite(loss)
+
+
+def _saved_bytes(model, **batch) -> tuple[torch.Tensor, int]:
+    """The loss of one forward pass and the bytes autograd keeps for its backward pass (parameters excluded)."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = model(**batch).loss
+    return loss, sum(kept.values())
+
+
+def test_recompute_gelu_gives_the_same_loss_and_gradients_and_keeps_less():
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = _tiny_config(intermediate_size=128)
+    standard = BertForMaskedLM(config).train()
+    lean = copy.deepcopy(standard)
+    assert speed.recompute_gelu(lean)
+    assert type(lean.bert.encoder.layer[0].intermediate).__name__ == "PreActivationBertIntermediate"
+    ids, mask, labels = _masked_batch()
+    (loss, standard_bytes), (lean_loss, lean_bytes) = (
+        _saved_bytes(model, input_ids=ids, attention_mask=mask, labels=labels) for model in (standard, lean)
+    )
+    loss.backward()
+    lean_loss.backward()
+    torch.testing.assert_close(lean_loss, loss, rtol=0, atol=1e-6)
+    for (name, a), b in zip(standard.named_parameters(), lean.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=name)
+    activation = 4 * 9 * 128 * 4  # one (batch x len x intermediate) fp32 tensor
+    assert standard_bytes - lean_bytes >= 2 * activation  # the GELU output of each of the 2 layers
+    with torch.no_grad():  # evaluation takes the standard route through the same modules
+        torch.testing.assert_close(lean.eval()(input_ids=ids).logits, standard.eval()(input_ids=ids).logits)
+    speed.standard(lean)
+    assert type(lean.bert.encoder.layer[0].intermediate).__name__ == "BertIntermediate"
+    assert type(lean.bert.encoder.layer[0].output).__name__ == "BertOutput"
+
+
+def test_recompute_gelu_leaves_other_activations_alone():
+    from transformers import BertForMaskedLM
+
+    model = BertForMaskedLM(_tiny_config(hidden_act="gelu_new"))
+    assert not speed.recompute_gelu(model)
+    assert type(model.bert.encoder.layer[0].intermediate).__name__ == "BertIntermediate"
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "additive", "none"])
+def test_recomputed_attention_gives_autograd_gradients_and_keeps_no_probabilities(mask_kind):
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 3, 5, 4, requires_grad=True) for _ in range(3))
+    attend = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    attend[1, :, :, 3:] = False  # the last two keys of row 1 are padding
+    mask = {"bool": attend, "additive": torch.zeros(2, 1, 5, 5).masked_fill(~attend, -1e4), "none": None}[mask_kind]
+    grad = torch.randn(2, 3, 5, 4)
+    kept = []
+    torch.manual_seed(1)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        output = speed._RecomputedAttention.apply(query, key, value, mask, 0.3)
+    grads = torch.autograd.grad(output, (query, key, value), grad)
+    torch.manual_seed(1)  # the same dropout mask, through plain autograd
+    probabilities = speed._probabilities(query, key, mask)
+    drop, scale = speed._drop_mask(probabilities, 0.3)
+    expected = torch.matmul(torch.where(drop, 0.0, probabilities), value * scale)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for got, want in zip(grads, torch.autograd.grad(expected, (query, key, value), grad)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert kept and all(t.dtype == torch.bool or t.shape[-1] == 4 or t is mask for t in kept)  # no (5 x 5) floats
+
+
+def test_fast_attention_with_dropout_trains_like_autograd_of_its_own_forward():
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(_tiny_config(attention_probs_dropout_prob=0.3))
+    attention = model.bert.encoder.layer[0].attention.self
+    query, key, value = (torch.randn(2, 4, 6, 8, requires_grad=True) for _ in range(3))
+    mask = torch.ones(2, 1, 6, 6, dtype=torch.bool)
+    mask[1, :, :, 4:] = False
+    torch.manual_seed(1)
+    output, _ = speed._attention(attention, query, key, value, mask, dropout=0.3)
+    grads = torch.autograd.grad(output.sum(), (query, key, value))
+    torch.manual_seed(1)  # the same dropout mask, through plain autograd
+    scores = torch.matmul(query * attention.scaling, key.transpose(2, 3)).masked_fill(
+        ~mask, torch.finfo(torch.float32).min
+    )
+    probabilities = scores.softmax(dim=-1)
+    drop, scale = speed._drop_mask(probabilities, 0.3)
+    expected = torch.matmul(torch.where(drop, 0.0, probabilities), value * scale).transpose(1, 2)
+    torch.testing.assert_close(output, expected, rtol=0, atol=1e-6)
+    for got, want in zip(grads, torch.autograd.grad(expected.sum(), (query, key, value))):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def _resident_mb() -> float:
+    with open("/proc/self/statm") as stream:
+        return int(stream.read().split()[1]) * 4096 / 2**20
+
+
+@pytest.mark.skipif(not speed.reuse_freed_memory(), reason="glibc on Linux only")
+def test_return_unused_memory_releases_pages_once_the_heap_has_grown(monkeypatch):
+    monkeypatch.setattr(speed, "_GROWTH_LIMIT", 64 << 20)
+    monkeypatch.setattr(speed, "_heap_at_trim", None)
+    assert not speed.return_unused_memory()  # the first call notes the heap's size
+    libc = speed._glibc()
+    libc.mallinfo2.restype = speed._MallInfo2
+    start = libc.mallinfo2().arena
+    # Blocks with small survivors between them, until the heap has grown past the limit (free holes
+    # left by earlier tests fill first): freed, the blocks are holes the heap keeps.
+    blocks, survivors = [], []
+    while libc.mallinfo2().arena < start + (80 << 20) and len(blocks) < 1000:
+        blocks.append(torch.ones(8 << 18))  # 8 MiB, every page touched
+        survivors.append(torch.ones(1024))
+    del blocks
+    before = _resident_mb()
+    assert speed.return_unused_memory()
+    assert _resident_mb() < before - 60  # the holes' pages went back to the system
+    assert not speed.return_unused_memory()  # no growth since
+    assert all(float(tensor.sum()) == 1024 for tensor in survivors)  # memory in use is untouched
+
+
+def test_memory_callback_only_where_freed_memory_is_kept(monkeypatch):
+    monkeypatch.setattr(speed, "_reusing", False)
+    assert speed.memory_callback() is None
+    monkeypatch.setattr(speed, "_reusing", True)
+    assert type(speed.memory_callback()).__name__ == "ReturnUnusedMemory"
