@@ -507,10 +507,12 @@ _heap_at_trim = None  # the heap's size at the first call or the last release
 
 
 class _MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2: ``arena`` is the bytes the heap holds from the system."""
+
     _fields_ = [
         (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
-    ] + [("keepcost", ctypes.c_size_t)]
+        for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+    ]
 
 
 def _glibc():
