@@ -238,9 +238,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
 
     speed.masked_positions_only(model)
     if device == "cpu":
-        speed.fast_dropout(model)
-        speed.recompute_gelu(model)
-        speed.reuse_freed_memory()
+        speed.for_cpu_training(model)
     model.to(device)
     collator = masking_collator(tokenizer, config)
     held_out = masked_batches(  # batches no larger than training's: measuring never raises the peak memory

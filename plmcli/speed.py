@@ -23,6 +23,7 @@ heap by 256 MiB.
 """
 
 import ctypes
+import functools
 import sys
 
 import torch
@@ -478,6 +479,13 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbe
 _KEEP_BELOW = 1 << 30  # blocks up to 1 GiB come from (and go back to) the heap
 
 
+def for_cpu_training(model) -> None:
+    """Everything plm changes for training on a CPU: fast_dropout, recompute_gelu, reuse_freed_memory."""
+    fast_dropout(model)
+    recompute_gelu(model)
+    reuse_freed_memory()
+
+
 def reuse_freed_memory() -> bool:
     """Let glibc reuse freed memory within the process instead of unmapping it at every free.
 
@@ -496,7 +504,6 @@ def reuse_freed_memory() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     _reusing = bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BELOW) and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BELOW))
     return _reusing
 
@@ -515,15 +522,18 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
+@functools.cache
 def _glibc():
-    """The C library if it is glibc on Linux, else None."""
+    """The C library if it is glibc on Linux (its mallopt and mallinfo2 typed), else None."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt  # another C library (musl) has no mallopt
-    except (OSError, AttributeError):
+        libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    except (OSError, AttributeError):  # another C library (musl) has no mallopt
         return None
+    if hasattr(libc, "mallinfo2"):  # glibc 2.33 or later
+        libc.mallinfo2.restype = _MallInfo2
     return libc
 
 
@@ -540,7 +550,6 @@ def return_unused_memory() -> bool:
     libc = _glibc()
     if libc is None or not hasattr(libc, "mallinfo2"):
         return False
-    libc.mallinfo2.restype = _MallInfo2
     heap = libc.mallinfo2().arena
     if _heap_at_trim is None:
         _heap_at_trim = heap

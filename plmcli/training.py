@@ -219,9 +219,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         console.info(new_weights)
     speed.score_first_token_only(model)
     if device == "cpu":
-        speed.fast_dropout(model)
-        speed.recompute_gelu(model)
-        speed.reuse_freed_memory()
+        speed.for_cpu_training(model)
     max_length = min(config.max_length, modeling.model_limit(tokenizer, model))
     if max_length < config.max_length:
         console.warn(f"--max-length {config.max_length} is more than {source.name} takes; using {max_length}.")

@@ -290,7 +290,6 @@ def test_return_unused_memory_releases_pages_once_the_heap_has_grown(monkeypatch
     monkeypatch.setattr(speed, "_heap_at_trim", None)
     assert not speed.return_unused_memory()  # the first call notes the heap's size
     libc = speed._glibc()
-    libc.mallinfo2.restype = speed._MallInfo2
     start = libc.mallinfo2().arena
     # Blocks with small survivors between them, until the heap has grown past the limit (free holes
     # left by earlier tests fill first): freed, the blocks are holes the heap keeps.
