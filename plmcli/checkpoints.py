@@ -1,13 +1,14 @@
-"""Checkpoints that can be trusted: written whole or not at all, checked before a resume.
+"""Checkpoints that can be trusted: complete or recognisably not, checked before a resume.
 
-A run checkpoints into ``OUTPUT/checkpoints/checkpoint-N``. Each checkpoint is written into a
-hidden staging directory beside it, flushed, and renamed into place; its manifest
-(``plm-checkpoint.json``: the size and sha256 of every file, the run's settings and plm's own
-state) is written last, so a checkpoint without a manifest that matches its files is one a
-kill or a full disk cut short. ``--resume`` takes the newest checkpoint whose files all match,
-skips newer ones with a warning, refuses optimizer, scheduler or RNG state that is missing, and
-refuses settings that differ from the interrupted run's unless the user allows it. The Trainer
-reads the checkpoint (safetensors weights; its other files with ``weights_only=True``).
+A run checkpoints into ``OUTPUT/checkpoints/checkpoint-N``. The Trainer writes each checkpoint;
+plm's ``on_save`` callback then flushes it and writes its manifest (``plm-checkpoint.json``: the
+size and sha256 of every file, the run's settings and plm's own state) last, so a checkpoint
+without a manifest that matches its files is one a kill or a full disk cut short (a failed save
+removes its own). ``--resume`` takes the newest checkpoint whose files all match, skips newer ones
+with a warning, refuses optimizer, scheduler or RNG state that is missing, and refuses settings
+that differ from the interrupted run's unless the user allows it. The Trainer reads the
+checkpoint (safetensors weights; its other files with ``weights_only=True``). Only the Trainer's
+public surface is used: callbacks, ``training_step``, ``evaluate``.
 """
 
 import json
@@ -113,12 +114,31 @@ def newest_complete(directory: Path, output: str) -> Path:
     )
 
 
-def check_settings(saved: dict, current: dict, allow_changes: bool) -> list[str]:
-    """The differences between the interrupted run's settings and these; refused unless ``allow_changes``."""
+# Keys of manifests written before settings were keyed by the config's field names.
+LEGACY_KEYS = {"data (sha256)": "data_sha256", "validation data (sha256)": "validation_sha256"}
+
+
+def _field_key(key: str) -> str:
+    """A settings key as a field name: '--max-length' and 'weight decay' of older manifests read as max_length."""
+    if key in LEGACY_KEYS:
+        return LEGACY_KEYS[key]
+    return key.lstrip("-").replace(" (sha256)", "_sha256").replace("-", "_").replace(" ", "_")
+
+
+def check_settings(saved: dict, current: dict, allow_changes: bool, options: frozenset = frozenset()) -> list[str]:
+    """The differences between the interrupted run's settings and these; refused unless ``allow_changes``.
+
+    Keys are field names; those in ``options`` (the config's fields) are shown as the option that sets them.
+    """
+    saved = {_field_key(key): value for key, value in saved.items()}
     current = json.loads(json.dumps(current))  # compare as the manifest stores them
+
+    def shown(key: str) -> str:
+        return "--" + key.replace("_", "-") if key in options else key
+
     changes = [
-        f"{key} {json.dumps(saved.get(key))} -> {json.dumps(current.get(key))}"
-        for key in sorted(set(saved) | set(current))
+        f"{shown(key)} {json.dumps(saved.get(key))} -> {json.dumps(current.get(key))}"
+        for key in sorted(set(saved) | set(current), key=shown)
         if saved.get(key) != current.get(key)
     ]
     if changes and not allow_changes:
@@ -130,10 +150,13 @@ def check_settings(saved: dict, current: dict, allow_changes: bool) -> list[str]
     return changes
 
 
-def start_from(checkpoint: Path, settings: dict, allow_changes: bool) -> dict:
+def start_from(checkpoint: Path, config, settings: dict) -> dict:
     """Check these settings against the checkpoint's, say where training resumes, return its manifest."""
+    from dataclasses import fields
+
     saved = read_manifest(checkpoint)
-    changes = check_settings(saved["settings"], settings, allow_changes)
+    options = frozenset(item.name for item in fields(config))
+    changes = check_settings(saved["settings"], settings, config.allow_changed_settings, options)
     if changes:
         console.warn(f"resuming with changed settings: {'; '.join(changes)}.")
     console.info(f"Resuming from {checkpoint} (step {saved['step']}).")
@@ -156,13 +179,6 @@ def clear(directory: Path) -> None:
     """Remove the checkpoints of a run that --overwrite replaces (a fresh run starts without any)."""
     if console.is_main_process() and directory.is_dir():
         shutil.rmtree(directory)
-
-
-def remove_partials(directory: Path) -> None:
-    """Remove the staging directories of saves that a kill cut short."""
-    if console.is_main_process() and directory.is_dir():
-        for path in directory.glob(f".{PREFIX}*.partial"):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _write_manifest(directory: Path, step: int, settings: dict, state: dict) -> None:
@@ -195,98 +211,109 @@ def discard_if_empty(directories: list[Path]) -> None:
                 directory.rmdir()
 
 
-def save(trainer, settings: dict, state: dict) -> Path:
-    """Write the Trainer's full state as ``checkpoint-<step>``: staged, flushed, manifest last, renamed."""
-    from safetensors import SafetensorError
-    from transformers.trainer_callback import ExportableState
+def checkpoint_callback(settings: dict, state: dict, loss_before: float = 0.0):
+    """A callback that makes each checkpoint the Trainer saves one plm can trust, through public hooks only.
 
-    directory = Path(trainer.args.output_dir)
-    step = trainer.state.global_step
-    final = directory / f"{PREFIX}{step}"
-    staging = directory / f".{PREFIX}{step}.partial"
-    main = trainer.args.should_save
-    trainer.store_flos()
-    if main:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    wait_for_all()
-    try:
-        trainer.save_model(str(staging), _internal_call=True)
-        trainer._save_optimizer_and_scheduler(str(staging))
-        trainer._save_scaler(str(staging))
-        trainer._save_rng_state(str(staging))  # every rank writes its own
-        if trainer.state.best_global_step:
-            best = directory / f"{PREFIX}{trainer.state.best_global_step}"
-            if best == final or best.is_dir():
-                trainer.state.best_model_checkpoint = str(best)
-        if main:
-            for callback in [*trainer.callback_handler.callbacks, trainer.control]:
-                if isinstance(callback, ExportableState):  # early stopping's patience counter, for a resume
-                    trainer.state.stateful_callbacks[callback.__class__.__name__] = callback.state()
-            trainer.state.save_to_json(str(staging / "trainer_state.json"))
-        wait_for_all()
-        if main:
-            fsync_tree(staging)
-            loss_sum = trainer.plm_loss_before + trainer._total_loss_scalar + float(trainer._tr_loss.item())
-            _write_manifest(staging, step, settings, {**state, "loss_sum": loss_sum})
-            if final.is_dir():
-                shutil.rmtree(final)
-            elif final.exists():
-                final.unlink()  # not a checkpoint: a stray file under its name
-            os.replace(staging, final)
-            _rotate(directory, trainer.state.best_model_checkpoint)
-    except (OSError, RuntimeError, SafetensorError) as exc:
-        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:200]
-        raise PlmError(
-            f"could not write checkpoint {final}: {reason}. The earlier checkpoints are intact.", RUNTIME_FAILURE
-        ) from exc
-    finally:
-        if main and staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    wait_for_all()
-    return final
+    The Trainer writes ``checkpoint-N`` itself; ``on_save`` (called once every rank has written its
+    part) flushes the files, writes the manifest last with ``settings``, ``state`` and the training
+    loss summed over every step so far, then keeps the KEEP newest checkpoints and the best one.
+    ``last`` is the newest complete checkpoint; ``loss_sum`` adds each step's loss (from
+    ``training_step``) to ``loss_before``, the sum over the steps before a resume.
+    """
+    from transformers import TrainerCallback
+
+    class TrustedCheckpoints(TrainerCallback):
+        last: Optional[Path] = None
+        loss_sum = loss_before  # a float, or a 0-d tensor while training (no sync each step)
+
+        def on_step_end(self, args, state_, control, **kwargs):
+            if control.should_save and args.should_save:  # the Trainer saves next: clear its way
+                _clear_for_save(Path(args.output_dir) / f"{PREFIX}{state_.global_step}")
+
+        on_epoch_end = on_step_end  # with save_strategy "epoch"
+
+        def on_save(self, args, state_, control, **kwargs):
+            directory = Path(args.output_dir)
+            checkpoint = directory / f"{PREFIX}{state_.global_step}"
+            wait_for_all()  # every rank's RNG state is written
+            if args.should_save:
+                try:
+                    fsync_tree(checkpoint)
+                    _write_manifest(
+                        checkpoint, state_.global_step, settings, {**state, "loss_sum": float(self.loss_sum)}
+                    )
+                except OSError as exc:
+                    raise save_failed(checkpoint, exc) from exc
+                _rotate(directory, state_.best_model_checkpoint)
+            wait_for_all()
+            self.last = checkpoint
+
+    return TrustedCheckpoints()
 
 
-def _seed_each_epoch(sampler, seed: int) -> None:
-    """Make a shuffling sampler's order a function of (seed, epoch) alone, not of the global RNG's state.
+def _clear_for_save(checkpoint: Path) -> None:
+    """Remove what stands where a checkpoint is about to be written: a stray file, or an old or broken one."""
+    if checkpoint.is_dir():
+        shutil.rmtree(checkpoint)
+    elif checkpoint.exists() or checkpoint.is_symlink():
+        checkpoint.unlink()
 
-    A resume in mid-epoch then replays the interrupted epoch's order before skipping the batches
-    already trained on. The Trainer announces each epoch through ``set_epoch``.
+
+def save_failed(checkpoint: Path, exc: BaseException) -> PlmError:
+    """The one line for a checkpoint that could not be written (disk full, ...); its partial files are removed."""
+    if console.is_main_process() and checkpoint.is_dir() and not (checkpoint / MANIFEST).is_file():
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:200]
+    return PlmError(
+        f"could not write checkpoint {checkpoint}: {reason}. The earlier checkpoints are intact.", RUNTIME_FAILURE
+    )
+
+
+def unfinished_save(directory: Path, step: int) -> Optional[Path]:
+    """The checkpoint of ``step`` if the Trainer began writing it and no manifest completed it, else None."""
+    checkpoint = Path(directory) / f"{PREFIX}{step}"
+    return checkpoint if checkpoint.is_dir() and not (checkpoint / MANIFEST).is_file() else None
+
+
+def _sampler_of(loader):
+    """The sampler under a (possibly accelerate-prepared) training DataLoader, or None."""
+    batches = getattr(loader, "batch_sampler", None)
+    batches = getattr(batches, "batch_sampler", batches)  # accelerate's BatchSamplerShard wraps torch's BatchSampler
+    return getattr(batches, "sampler", None)
+
+
+def seed_each_epoch(seed: int):
+    """A callback that makes each epoch's data order a function of (seed, epoch) alone.
+
+    Length-grouped sampling draws its order from the sampler's own generator, seeded once: the
+    order of epoch 2 depends on epoch 1 having been drawn. Seeding it again at each epoch's start
+    lets a resume in mid-epoch replay that epoch's order before skipping the batches already
+    trained on. Samplers that seed themselves by epoch (accelerate's ``set_epoch``) are left alone.
     """
     import torch
+    from transformers import TrainerCallback
 
-    class EpochSeeded(type(sampler)):
-        def set_epoch(self, epoch: int) -> None:
-            self.plm_epoch = epoch
+    class SeedEachEpoch(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+            sampler = _sampler_of(train_dataloader)
+            if sampler is not None and hasattr(sampler, "generator") and not hasattr(sampler, "set_epoch"):
+                sampler.generator = torch.Generator().manual_seed(seed + int(state.epoch + 1e-6))
 
-        def __iter__(self):
-            self.generator = torch.Generator().manual_seed(seed + self.plm_epoch)
-            self.plm_epoch += 1  # without a set_epoch call, the next pass still gets a new order
-            return super().__iter__()
-
-    sampler.__class__ = EpochSeeded
-    sampler.plm_epoch = 0
+    return SeedEachEpoch()
 
 
 def trainer_class():
-    """transformers' Trainer, saving its checkpoints through ``save`` and stopping on a signal."""
+    """transformers' Trainer, summing the training loss for plm's checkpoints; evaluation never moves its RNG."""
     from transformers import Trainer
 
     class CheckpointingTrainer(Trainer):
-        plm_settings: dict  # recorded in each checkpoint and compared on --resume
-        plm_state: dict  # what plm needs back on --resume (pretrain's before-training figures)
-        plm_loss_before = 0.0  # the training loss summed over the steps before a resume
-        plm_last_checkpoint: Optional[Path] = None
+        plm_checkpoints = None  # the checkpoint_callback, which keeps the loss sum
 
-        def _save_checkpoint(self, model, trial):
-            self.plm_last_checkpoint = save(self, self.plm_settings, self.plm_state)
-
-        def _get_train_sampler(self, train_dataset=None):
-            sampler = super()._get_train_sampler(train_dataset)
-            if sampler is not None and hasattr(sampler, "generator"):
-                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-                _seed_each_epoch(sampler, seed)
-            return sampler
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if self.plm_checkpoints is not None:
+                self.plm_checkpoints.loss_sum = self.plm_checkpoints.loss_sum + loss.detach().float()
+            return loss
 
         def evaluate(self, *args, **kwargs):
             import torch

@@ -10,7 +10,7 @@ name the user would type, so the CLI and Python callers get the same messages::
 
 import codecs
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from plmcli.errors import PlmError
@@ -26,6 +26,21 @@ LONG_TEXTS = ("truncate", "sliding")
 SINGLE_LABEL_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
 MULTI_LABEL_METRICS = ("macro_f1", "micro_f1", "loss")
 SIZES = ("tiny", "mini", "small", "base")
+# Fields that say where a run reads and writes and how it is driven, not what it trains: a --resume
+# may change them. Input files are compared by content (their sha256), not by path.
+RUN_ONLY = frozenset(
+    {"data", "validation", "corpus", "output", "overwrite", "resume", "allow_changed_settings", "save_steps"}
+    | {"command", "device", "allow_pickle"}
+)
+
+
+def resume_settings(config, **resolved) -> dict:
+    """What a --resume must match: the config's fields by their field names, never by CLI option names.
+
+    ``resolved`` holds what the run decided from them (the detected columns, the learning rate for
+    the model's width, the precision auto chose) and what it read (the data's sha256).
+    """
+    return {item.name: getattr(config, item.name) for item in fields(config) if item.name not in RUN_ONLY} | resolved
 
 
 def default_learning_rate(hidden_size: int) -> float:

@@ -401,6 +401,12 @@ def choose_device(requested: str) -> str:
     return device
 
 
+# Tests set this to "1" or "0" to stand for a CPU with or without bf16 matrix instructions, so the
+# suite runs both paths of --precision auto on any machine.
+FORCE_CPU_BF16 = "PLM_TEST_CPU_BF16"
+BF16_INSTRUCTIONS = "bf16 matrix instructions (AVX-512 BF16 or AMX)"
+
+
 def cpu_bf16_speedup() -> float:
     """How many times faster this CPU multiplies bf16 than fp32 matrices (measured: ~0.1 s).
 
@@ -429,6 +435,9 @@ def cpu_has_bf16_instructions() -> Optional[bool]:
 
     None where that cannot be told (no /proc/cpuinfo, or an ARM CPU's feature list): then measure.
     """
+    forced = os.environ.get(FORCE_CPU_BF16)
+    if forced in ("0", "1"):
+        return forced == "1"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as stream:
             for line in stream:
@@ -439,21 +448,66 @@ def cpu_has_bf16_instructions() -> Optional[bool]:
     return None
 
 
-def cpu_precision() -> tuple[str, str]:
-    """What --precision auto picks for training on this CPU, and why: bf16 only where it is much faster.
+def _cpu_name() -> str:
+    import platform
 
-    An x86 CPU without bf16 instructions emulates bf16 at a fraction of fp32 speed: fp32, without
-    timing anything. Elsewhere a short timing decides, so the choice does not rest on flag names alone.
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as stream:
+            for line in stream:
+                if line.split(":")[0].strip() in ("model name", "Hardware", "CPU part"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measured_bf16_speedup() -> tuple[float, Path]:
+    """bf16 against fp32 matrix speed on this machine, timed once and kept with its evidence.
+
+    The measurement is cached per CPU model and torch version (in plm's cache directory), so every
+    later run reads the same figure and two runs cannot choose differently.
     """
-    if cpu_has_bf16_instructions() is False:
-        return "fp32", "this CPU has no bf16 matrix instructions (AVX-512 BF16 or AMX)"
+    import hashlib
+    import platform
+
+    import torch
+
+    from plmcli.corpus_cache import cache_root
+
+    machine = {"cpu": _cpu_name(), "architecture": platform.machine(), "torch": torch.__version__}
+    key = hashlib.sha256(json.dumps(machine, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root() / f"cpu-bf16-{key}.json"
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))["bf16_speedup"]), path
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     speedup = cpu_bf16_speedup()
-    reason = f"bf16 matrix products measured {speedup:.2f}x fp32 speed on this CPU"
-    return ("bf16" if speedup >= 1.5 else "fp32"), reason
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**machine, "bf16_speedup": round(speedup, 3)}, indent=2), encoding="utf-8")
+    except OSError:
+        pass  # not kept: the next run measures again
+    return speedup, path
+
+
+def cpu_precision() -> tuple[str, str]:
+    """What --precision auto picks on this CPU, and why: bf16 only where the CPU multiplies it natively.
+
+    x86 CPUs say so in their flags: a stable fact, no timing. Where flags cannot tell (ARM), bf16
+    speed is measured once per machine and cached, and the reason names the cached evidence.
+    """
+    native = cpu_has_bf16_instructions()
+    if native:
+        return "bf16", f"this CPU has {BF16_INSTRUCTIONS}"
+    if native is False:
+        return "fp32", f"this CPU has no {BF16_INSTRUCTIONS}"
+    speedup, evidence = measured_bf16_speedup()
+    fast = speedup >= 1.5
+    return ("bf16" if fast else "fp32"), f"bf16 matrix products are {'fast' if fast else 'slow'} here ({evidence})"
 
 
 def training_precision(requested: str, device: str) -> tuple[str, str]:
-    """The precision to train in, and why: auto on the CPU is bf16 where it measures much faster, else fp32."""
+    """The precision to train in, and why: auto on the CPU is bf16 where it has native bf16, else fp32."""
     if requested == "auto" and device == "cpu":
         return cpu_precision()
     reason = "requested" if requested != "auto" else f"auto: the default on {device}"
@@ -465,7 +519,7 @@ def inference_precision(requested: str, device: str, trained_with: Optional[dict
 
     On the CPU, auto is bf16 only where both hold: plm finetune found the model's bf16 labels on its
     validation set the same as fp32's (it records ``inference_precision`` in the model's config),
-    and this CPU multiplies bf16 much faster than fp32. Otherwise fp32; elsewhere as choose_precision.
+    and this CPU multiplies bf16 natively (see cpu_precision). Otherwise fp32; elsewhere as choose_precision.
     """
     if requested != "auto" or device != "cpu":
         return choose_precision(requested, device)

@@ -17,6 +17,7 @@ from typing import Optional
 
 from plmcli import checkpoints, console, corpus, corpus_cache, modeling, reporting, speed
 from plmcli.config import PretrainConfig, default_learning_rate
+from plmcli.config import resume_settings as config_resume_settings
 from plmcli.outputs import check_output_dir, staged_dir, writing
 from plmcli.training import train
 
@@ -244,28 +245,18 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     held_out = masked_batches(  # batches no larger than training's: measuring never raises the peak memory
         validation_examples, masking_collator(tokenizer, config, config.seed), config.batch_size
     )
-    resume_settings = {
-        "corpus (sha256)": corpus_sha256,
-        "--model": base_name,
-        "--objective": config.objective,
-        "--max-length": max_length,
-        "--line-by-line": config.line_by_line,
-        "--mlm-probability": config.mlm_probability,
-        "--whole-word-mask": config.whole_word_mask,
-        "--validation-split": config.validation_split,
-        "--epochs": config.epochs,
-        "--max-steps": config.max_steps,
-        "--batch-size": config.batch_size,
-        "--lr": lr,
-        "weight decay": config.weight_decay,
-        "warmup ratio": config.warmup_ratio,
-        "--seed": config.seed,
-        "--preprocessing-workers": config.preprocessing_workers if streamed and not config.line_by_line else 1,
-        "precision": precision,
-        "processes": console.world_size(),
-    }
+    resume_settings = config_resume_settings(
+        config,
+        corpus_sha256=corpus_sha256,
+        model=base_name,
+        max_length=max_length,
+        lr=lr,
+        preprocessing_workers=config.preprocessing_workers if streamed and not config.line_by_line else 1,
+        precision=precision,
+        processes=console.world_size(),
+    )
     if resume_from is not None:
-        saved = checkpoints.start_from(resume_from, resume_settings, config.allow_changed_settings)
+        saved = checkpoints.start_from(resume_from, config, resume_settings)
         before = saved["state"]["before"]  # measured on the base model by the interrupted run
     else:
         checkpoints.clear(run)
@@ -295,7 +286,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         lineage = [*lineage, f"pretrain ({config.objective}) on {', '.join(text.sources[:3])} -> {config.output}"]
         metrics = {
             "validation": {"before": before, "after": after, "examples": len(validation_examples)},
-            "perplexity_ratio": round(before["perplexity"] / max(after["perplexity"], 1e-9), 2),
+            "perplexity_ratio": round(before["perplexity"] / max(after["perplexity"], 1e-9), 4),
             "train": {
                 "loss": round(trainer.plm_training_loss, 4),
                 "resumed_from": str(resume_from) if resume_from else None,

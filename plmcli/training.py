@@ -16,6 +16,7 @@ from typing import Optional
 
 from plmcli import checkpoints, console, data, interrupts, modeling, reporting, speed
 from plmcli.config import FinetuneConfig, default_learning_rate
+from plmcli.config import resume_settings as config_resume_settings
 from plmcli.errors import Interrupted
 from plmcli.inference import scores
 from plmcli.outputs import check_output_dir, staged_dir, writing
@@ -80,33 +81,43 @@ EVALUATION_FIGURES = ("accuracy", "micro_f1", "macro_f1", "weighted_f1", "subset
 def train(command: list[str], resume_from=None, settings=None, state=None, callbacks=(), **trainer_arguments):
     """Build plm's Trainer, train (from ``resume_from``, a checkpoint, if given), and return both.
 
-    The Trainer shows plm's progress bar instead of printed log dicts, writes checkpoints whole
-    (with ``settings`` and ``state`` in their manifest), and on the first SIGINT / SIGTERM saves a
-    checkpoint at the end of the step and raises Interrupted with the command that resumes.
+    The Trainer shows plm's progress bar instead of printed log dicts, writes checkpoints that plm
+    completes with a manifest (holding ``settings`` and ``state``), and on the first SIGINT / SIGTERM
+    saves a checkpoint at the end of the step and raises Interrupted with the command that resumes.
     """
+    from safetensors import SafetensorError
     from transformers import PrinterCallback
 
-    run_dir = Path(trainer_arguments["args"].output_dir)
+    args = trainer_arguments["args"]
+    run_dir = Path(args.output_dir)
     created = [path for path in (run_dir, run_dir.parent) if not path.exists()]
+    resumed = checkpoints.read_manifest(resume_from) if resume_from else {"step": 0, "state": {}}
+    saving = checkpoints.checkpoint_callback(settings or {}, state or {}, resumed["state"].get("loss_sum", 0.0))
     progress, stopper = progress_callback(), checkpoints.stop_on_signal()
     memory = speed.memory_callback()  # on CPU, where freed memory is kept for reuse
-    callbacks = [progress, stopper, *callbacks, *([memory] if memory else [])]
+    seeding = checkpoints.seed_each_epoch(args.data_seed if args.data_seed is not None else args.seed)
+    callbacks = [progress, stopper, saving, seeding, *callbacks, *([memory] if memory else [])]
     trainer = checkpoints.trainer_class()(**trainer_arguments, callbacks=callbacks)
-    trainer.plm_settings, trainer.plm_state = settings or {}, state or {}
-    resumed = checkpoints.read_manifest(resume_from) if resume_from else {"step": 0, "state": {}}
-    trainer.plm_loss_before = resumed["state"].get("loss_sum", 0.0)  # summed over the steps before the resume
+    trainer.plm_checkpoints = saving
     trainer.remove_callback(PrinterCallback)
-    checkpoints.remove_partials(Path(trainer.args.output_dir))
     try:
         with interrupts.graceful():
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except BaseException as exc:
+        unfinished = checkpoints.unfinished_save(run_dir, trainer.state.global_step)
+        if unfinished is None:
+            raise
+        failure = checkpoints.save_failed(unfinished, exc)  # the Trainer was writing it: its files are removed
+        if isinstance(exc, (OSError, RuntimeError, SafetensorError)):
+            raise failure from exc
+        raise
     finally:
         progress.close()
         checkpoints.discard_if_empty(created)  # a run that failed before its first checkpoint leaves nothing
     received = stopper.stopped_by or interrupts.requested()
     if received is not None:
         name = signal.Signals(received).name
-        if stopper.stopped_by is None or trainer.plm_last_checkpoint is None:
+        if stopper.stopped_by is None or saving.last is None:
             raise Interrupted(received, name)
         kept = [argument for argument in command if argument != "--overwrite"]  # --resume replaces it
         resume = shlex.join([*kept, *([] if "--resume" in kept else ["--resume"])])
@@ -114,12 +125,9 @@ def train(command: list[str], resume_from=None, settings=None, state=None, callb
             received,
             name,
             f"interrupted by {name} at step {trainer.state.global_step} of {trainer.state.max_steps}; "
-            f"saved {trainer.plm_last_checkpoint}. Continue with: {resume}",
+            f"saved {saving.last}. Continue with: {resume}",
         )
-    steps_run = trainer.state.global_step - resumed["step"]
-    trainer.plm_training_loss = (trainer.plm_loss_before + output.training_loss * steps_run) / max(
-        trainer.state.global_step, 1
-    )  # the mean over every step of the run, also across a resume
+    trainer.plm_training_loss = float(saving.loss_sum) / max(trainer.state.global_step, 1)  # also across a resume
     return trainer, output
 
 
@@ -257,31 +265,26 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         )
         console.warn(notes[-1])
 
-    resume_settings = {
-        "data (sha256)": _digest(config.data),
-        "validation data (sha256)": _digest(config.validation) if config.validation else None,
-        "--validation-split": None if config.validation else config.validation_split,
-        "columns": [columns.text, columns.pair, columns.label],
-        "labels": labelled.label_names,
-        "--multi-label": labelled.multi_label,
-        "--model": source.name,
-        "--max-length": max_length,
-        "--epochs": config.epochs,
-        "--batch-size": config.batch_size,
-        "--lr": lr,
-        "weight decay": config.weight_decay,
-        "warmup ratio": config.warmup_ratio,
-        "--seed": config.seed,
-        "--max-train-samples": config.max_train_samples,
-        "--class-weights": config.class_weights,
-        "--early-stopping": config.early_stopping,
-        "--metric": config.metric if config.early_stopping else None,
-        "precision": precision,
-        "processes": console.world_size(),
-    }
+    resume_settings = config_resume_settings(
+        config,
+        data_sha256=_digest(config.data),
+        validation_sha256=_digest(config.validation) if config.validation else None,
+        validation_split=None if config.validation else config.validation_split,
+        text_column=columns.text,
+        text_pair_column=columns.pair,
+        label_column=columns.label,
+        labels=labelled.label_names,
+        multi_label=labelled.multi_label,
+        model=source.name,
+        max_length=max_length,
+        lr=lr,
+        metric=config.metric if config.early_stopping else None,
+        precision=precision,
+        processes=console.world_size(),
+    )
     run = checkpoints.run_dir(output)
     if resume_from is not None:
-        checkpoints.start_from(resume_from, resume_settings, config.allow_changed_settings)
+        checkpoints.start_from(resume_from, config, resume_settings)
     else:
         checkpoints.clear(run)
 
@@ -332,7 +335,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 model,
                 tokenizer,
                 validation_set,
-                prediction.label_ids,
+                validation_set["labels"],  # in row order, as batched_logits returns: predict's may be length-grouped
                 precision,
                 device,
                 config.batch_size * 2,

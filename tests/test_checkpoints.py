@@ -176,7 +176,50 @@ def test_changed_data_is_a_changed_setting(cli, interrupted, tiny_base, data):
     data.write_text(data.read_text() + "a good good film,positive\n")
     run = cli(*finetune_args(tiny_base, data, output), "--resume")
     assert run.exit_code == 2
-    assert run.error_line.startswith("Error: the checkpoint was written with other settings: data (sha256) ")
+    assert run.error_line.startswith("Error: the checkpoint was written with other settings: data_sha256 ")
+
+
+def test_resume_settings_are_keyed_by_the_configs_field_names_not_by_option_names(
+    cli, interrupted, tiny_base, data, monkeypatch
+):
+    """What a checkpoint records survives a renamed option: the Python API, with no option names at all, resumes."""
+    from dataclasses import fields
+
+    from plmcli.checkpoints import read_manifest
+    from plmcli.config import FinetuneConfig
+    from plmcli.training import finetune
+
+    output, _ = interrupted
+    settings = read_manifest(output / "checkpoints" / "checkpoint-10")["settings"]
+    names = {item.name for item in fields(FinetuneConfig)}
+    assert not [key for key in settings if key.startswith("-") or " " in key]
+    assert {"max_length", "batch_size", "lr", "epochs", "seed", "text_column", "label_column"} <= set(settings)
+    assert set(settings) - names == {"data_sha256", "validation_sha256", "labels", "processes"}
+    config = FinetuneConfig(
+        data=str(data), model=str(tiny_base), output=str(output), device="cpu", epochs=4, batch_size=8, lr=3e-3,
+        save_steps=4, resume=True,
+    )  # fmt: skip
+    assert finetune(config).metrics["train"]["resumed_from"] == str(output / "checkpoints" / "checkpoint-10")
+
+
+def test_a_checkpoint_keyed_by_option_names_still_resumes(cli, interrupted, tiny_base, data):
+    """Manifests written before settings were keyed by field names ('--max-length', 'data (sha256)') still match."""
+    output, _ = interrupted
+    checkpoint = output / "checkpoints" / "checkpoint-10"
+    manifest = json.loads((checkpoint / "plm-checkpoint.json").read_text())
+    legacy = {
+        "data_sha256": "data (sha256)",
+        "validation_sha256": "validation data (sha256)",
+        "warmup_ratio": "warmup ratio",
+    }
+    manifest["settings"] = {
+        legacy.get(key, "--" + key.replace("_", "-") if key != "precision" else key): value
+        for key, value in manifest["settings"].items()
+    }
+    (checkpoint / "plm-checkpoint.json").write_text(json.dumps(manifest))
+    resumed = cli(*finetune_args(tiny_base, data, output), "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "changed settings" not in resumed.stderr
 
 
 def test_a_fresh_run_into_an_unfinished_run_is_refused(cli, interrupted, tiny_base, data):

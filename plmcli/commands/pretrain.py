@@ -186,7 +186,7 @@ def summary(result) -> str:
         "",
         console.format_table(headers, rows),
         "",
-        f"Perplexity fell {metrics['perplexity_ratio']:g}x."
+        f"Perplexity fell {metrics['perplexity_ratio']:.2f}x."
         if metrics["perplexity_ratio"] >= 1
         else f"Perplexity rose {1 / metrics['perplexity_ratio']:.2f}x: try a lower --lr or more data.",
         *result.notes,
