@@ -8,7 +8,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench lint clean
+# The oldest releases pyproject.toml allows, pinned: `make test-oldest` runs the tests against them
+# in a venv of their own. Keep in step with the lower bounds in pyproject.toml.
+OLDEST := transformers==5.6.0 datasets==3.0.0 evaluate==0.4.3 accelerate==1.3.0
+VENV_OLDEST := .venv-oldest
+BIN_OLDEST := $(VENV_OLDEST)/bin
+STAMP_OLDEST := $(VENV_OLDEST)/.installed
+
+.PHONY: install test test-slow test-oldest demo bench lint clean
 
 install: $(STAMP)
 
@@ -22,6 +29,17 @@ $(STAMP): pyproject.toml
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The same tests on the oldest allowed transformers, datasets, evaluate and accelerate (OLDEST).
+$(STAMP_OLDEST): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV_OLDEST)
+	-$(BIN_OLDEST)/python -m pip install -q --no-index --no-deps "$(TORCH)" 2>/dev/null
+	$(BIN_OLDEST)/python -m pip install -q "$(TORCH)"
+	$(BIN_OLDEST)/python -m pip install -q -e ".[dev]" $(OLDEST)
+	touch $(STAMP_OLDEST)
+
+test-oldest: $(STAMP_OLDEST)
+	HF_HUB_OFFLINE=1 $(BIN_OLDEST)/python -m pytest -q
 
 test-slow: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
@@ -44,4 +62,4 @@ lint: install
 	$(BIN)/ruff format --check plmcli tests bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_OLDEST) runs .pytest_cache .ruff_cache

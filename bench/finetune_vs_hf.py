@@ -92,7 +92,7 @@ def plain_hf(texts, labels, dev_texts, dev_labels, output_dir: str, lr: float, p
 
 def run_plm(samples: int, precision: str) -> dict:
     from plmcli.config import FinetuneConfig
-    from plmcli.training import finetune
+    from plmcli.run import finetune
 
     result = finetune(
         FinetuneConfig(

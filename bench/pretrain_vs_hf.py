@@ -41,7 +41,7 @@ def held_out_split(corpus_path: Path, model: Optional[str], seed: int = 42):
     from transformers import DataCollatorForLanguageModeling
 
     from plmcli import corpus, modeling
-    from plmcli.pretraining import masked_batches
+    from plmcli.tasks.masked_lm import masked_batches
 
     source = modeling.resolve(model)
     tokenizer = modeling.load_tokenizer(source)
@@ -65,7 +65,7 @@ def plain_hf(tokenizer, train, held_out, steps: int, lr: float, output_dir: str,
     )
 
     from plmcli import modeling
-    from plmcli.pretraining import evaluate_masked_lm
+    from plmcli.tasks.masked_lm import evaluate_masked_lm
 
     set_seed(seed)
     model = AutoModelForMaskedLM.from_pretrained(modeling.resolve(args.model).location, dtype=torch.float32)
@@ -105,7 +105,7 @@ def plain_hf(tokenizer, train, held_out, steps: int, lr: float, output_dir: str,
 
 def run_plm(corpus_path: Path, steps: int, args) -> dict:
     from plmcli.config import PretrainConfig
-    from plmcli.pretraining import pretrain
+    from plmcli.run import pretrain
 
     result = pretrain(
         PretrainConfig(

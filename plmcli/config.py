@@ -25,6 +25,8 @@ CLASS_WEIGHTS = ("auto", "none")
 LONG_TEXTS = ("truncate", "sliding")
 SINGLE_LABEL_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
 MULTI_LABEL_METRICS = ("macro_f1", "micro_f1", "loss")
+REGRESSION_METRICS = ("rmse", "pearson", "spearman", "mae", "r2", "loss")
+TASKS = ("classification", "regression")
 SIZES = ("tiny", "mini", "small", "base")
 # Fields that say where a run reads and writes and how it is driven, not what it trains: a --resume
 # may change them. Input files are compared by content (their sha256), not by path.
@@ -105,7 +107,8 @@ class FinetuneConfig:
     drop_invalid: bool = False  # skip (and count) rows with an empty text or label instead of refusing them
     class_weights: str = "auto"  # auto: weight the loss when the largest class is > 3x the smallest; none
     early_stopping: Optional[int] = None  # stop after this many evaluations (epochs) without improving `metric`
-    metric: str = "macro_f1"  # what picks the best model under early stopping
+    metric: Optional[str] = None  # what picks the best model under early stopping; None: macro_f1, or rmse
+    task: str = "classification"  # or regression: a numeric target, standardised for training
     max_length: int = 128  # tokens per text, [CLS] and [SEP] included
     epochs: float = 3.0
     batch_size: int = 32  # examples per step per device
@@ -140,8 +143,15 @@ class FinetuneConfig:
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--precision", self.precision, PRECISIONS)
         _check_choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
+        _check_choice("--task", self.task, TASKS)
         check_encoding(self.encoding)
-        if self.multi_label:
+        if self.metric is None:
+            self.metric = "rmse" if self.task == "regression" else "macro_f1"
+        if self.task == "regression":
+            if self.multi_label:
+                raise PlmError("--multi-label is for classification; a regression target is one number per row.")
+            _check_choice("--metric with --task regression", self.metric, REGRESSION_METRICS)
+        elif self.multi_label:
             _check_choice("--metric with --multi-label", self.metric, MULTI_LABEL_METRICS)
         else:
             _check_choice("--metric", self.metric, SINGLE_LABEL_METRICS)

@@ -96,7 +96,8 @@ class Columns:
 class ClassificationData:
     """A labelled file read and split: texts (and pairs), label ids and the label names those ids index.
 
-    A label is one id per row, or with ``multi_label`` a sorted list of ids per row.
+    A label is one id per row, or with ``multi_label`` a sorted list of ids per row; for a regression
+    target, one float per row (and ``label_names`` is the target column's name alone).
     """
 
     train_texts: list[str]
@@ -554,6 +555,30 @@ def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[lis
     return rng.permutation(train).tolist(), rng.permutation(validation).tolist()
 
 
+def _validation_rows(
+    validation: str,
+    columns: Columns,
+    text_column: Optional[str],
+    label_column: Optional[str],
+    separator: Optional[str],
+    encoding: str,
+    drop_invalid: bool,
+) -> tuple[LabelledRows, Columns, int]:
+    """The rows of a --validation file (its columns may be named differently: train.tsv's 'sentence' is
+    dev.tsv's 'content'), its columns, and how many of its rows were skipped (--drop-invalid)."""
+    frame = read_table(validation, encoding)
+    given_text = columns.text if columns.text in frame.columns else text_column
+    given_label = columns.label if columns.label in frame.columns else label_column
+    found = detect_columns(frame, validation, given_text, given_label, pair_column=columns.pair)
+    held_out = labelled_rows(frame, found, separator, validation, encoding, drop_invalid)
+    if not held_out.texts:
+        what = "a text, a pair text" if columns.pair else "a text"
+        raise PlmError(f"{validation} has no row with both {what} and a label.")
+    if found.text != columns.text or found.label != columns.label:
+        console.info(f"Validation columns: text '{found.text}', label '{found.label}'.")
+    return held_out, found, len(frame) - len(held_out.kept)
+
+
 def load_classification(
     data: str,
     validation: Optional[str],
@@ -583,21 +608,12 @@ def load_classification(
             f"{data} has no row with both {what} (column '{columns.text}') and a label (column '{columns.label}')."
         )
     if validation is not None:
-        validation_frame = read_table(validation, encoding)
-        # The validation file may name its columns differently (train.tsv's 'sentence' is dev.tsv's 'content').
-        given_text = columns.text if columns.text in validation_frame.columns else text_column
-        given_label = columns.label if columns.label in validation_frame.columns else label_column
-        validation_columns = detect_columns(
-            validation_frame, validation, given_text, given_label, pair_column=pair_column
+        held_out, _, skipped = _validation_rows(
+            validation, columns, text_column, label_column, separator, encoding, drop_invalid
         )
-        held_out = labelled_rows(validation_frame, validation_columns, separator, validation, encoding, drop_invalid)
-        if not held_out.texts:
-            raise PlmError(f"{validation} has no row with both {what} and a label.")
-        dropped += len(validation_frame) - len(held_out.kept)
+        dropped += skipped
         train_index = np.random.default_rng(seed).permutation(len(rows.texts)).tolist()
         validation_index = list(range(len(held_out.texts)))
-        if validation_columns.text != columns.text or validation_columns.label != columns.label:
-            console.info(f"Validation columns: text '{validation_columns.text}', label '{validation_columns.label}'.")
     else:
         strata = _rarest_labels(rows.labels) if separator else rows.labels
         train_index, validation_index = stratified_split(strata, validation_split, seed)
@@ -630,6 +646,8 @@ def load_classification(
             f"the validation data has labels that training never sees: {quote_labels(unseen)}. "
             "Add them to the training data or drop those rows."
         )
+    if not multi_label:
+        suggest_regression(every_train_label, columns.label)
     if not multi_label and any(label_separator in y for y in train_labels) and len(label_names) > 2:
         joined = sum(label_separator in y for y in train_labels)
         console.warn(
@@ -652,6 +670,133 @@ def load_classification(
         validation_pairs=[held_out.pairs[i] for i in validation_index] if held_out.pairs is not None else None,
         multi_label=multi_label,
         label_separator=label_separator,
+    )
+
+
+# A label column of more distinct numbers than this, in a classification run, is likely a quantity.
+MANY_NUMBERS = 20
+TARGET_COLUMN_NAMES = ("score", "value", "rating", "target", "label", "labels", "y", "stars", "grade", "price")
+
+
+def _number(cell: str) -> Optional[float]:
+    """A cell as a finite number, or None ('1,5', 'n/a', 'inf' and '' are not numbers)."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
+
+
+def suggest_regression(labels: list[str], column: str) -> None:
+    """Warn when a classification run's labels are more than MANY_NUMBERS distinct numbers: likely a quantity."""
+    distinct = set(labels)
+    if len(distinct) > MANY_NUMBERS and all(_number(label) is not None for label in distinct):
+        console.warn(
+            f"column '{column}' holds {len(distinct)} distinct numbers, each trained as its own class; "
+            "if it is a quantity (a score, a rating, a price), pass --task regression."
+        )
+
+
+def _find_target_column(frame: pd.DataFrame, path: str, text: str, pair: Optional[str]) -> str:
+    """The numeric target column: a known name whose cells are numbers, else the one column of numbers.
+
+    A column counts as numbers when nine of its cells in ten are; the rest are then refused with their lines.
+    """
+    candidates = [column for column in frame.columns if column not in (text, pair)]
+
+    def numeric(column: str) -> bool:  # nine cells in ten or more: the others are refused with their lines
+        cells = [cell.strip() for cell in frame[column].tolist() if cell.strip()]
+        return bool(cells) and sum(_number(cell) is not None for cell in cells) >= 0.9 * len(cells)
+
+    for name in TARGET_COLUMN_NAMES:
+        for column in candidates:
+            if _normalise(column) == name and numeric(column):
+                return column
+    numbers = [column for column in candidates if numeric(column)]
+    if len(numbers) == 1:
+        return numbers[0]
+    found = ", ".join(frame.columns)
+    if not numbers:
+        raise PlmError(f"no numeric target column found in {path}; found: {found}. Use --label-column to pick one.")
+    raise PlmError(
+        f"{path} has several numeric columns ({', '.join(numbers)}); use --label-column to pick the target."
+    )
+
+
+def numeric_targets(rows: LabelledRows, column: str, source: str, encoding: str, count: int) -> list[float]:
+    """The target cells as numbers; a cell that is not one is refused with its line."""
+    values = [_number(cell) for cell in rows.labels]
+    bad = [i for i, value in enumerate(values) if value is None]
+    if bad:
+        where = _where([rows.kept[i] for i in bad], source, encoding, count)
+        raise PlmError(
+            f"{source}: the target column '{column}' must hold numbers; {where} "
+            f"{'has' if len(bad) == 1 else 'have'} {quote_labels([rows.labels[i] for i in bad], 3)}. "
+            "Fix them, or pass --task classification for labels."
+        )
+    return values
+
+
+def load_regression(
+    data: str,
+    validation: Optional[str],
+    validation_split: float,
+    seed: int,
+    text_column: Optional[str] = None,
+    label_column: Optional[str] = None,
+    max_train_samples: Optional[int] = None,
+    pair_column: Optional[str] = None,
+    encoding: str = "utf-8",
+    drop_invalid: bool = False,
+) -> ClassificationData:
+    """Read a file with a numeric target (and a validation file), detect columns, split at random.
+
+    The target is ``--label-column``, else a column of numbers with a known name (score, rating,
+    ...), else the only column of numbers. Its values are the ``labels`` (floats); ``label_names``
+    holds the target column's name.
+    """
+    frame = read_table(data, encoding)
+    text = detect_columns(frame, data, text_column, need_label=False, pair_column=pair_column).text
+    target = label_column or _find_target_column(frame, data, text, pair_column)
+    columns = detect_columns(frame, data, text, target, pair_column=pair_column)
+    rows = labelled_rows(frame, columns, None, data, encoding, drop_invalid)
+    if not rows.texts:
+        raise PlmError(f"{data} has no row with both a text (column '{text}') and a target (column '{target}').")
+    values = numeric_targets(rows, target, data, encoding, len(frame))
+    dropped = len(frame) - len(rows.kept)
+    if validation is not None:
+        held_out, held_columns, skipped = _validation_rows(
+            validation, columns, text_column, label_column, None, encoding, drop_invalid
+        )
+        held_values = numeric_targets(held_out, held_columns.label, validation, encoding, len(held_out.kept) + skipped)
+        dropped += skipped
+        train_index = np.random.default_rng(seed).permutation(len(rows.texts)).tolist()
+        validation_index = list(range(len(held_out.texts)))
+    else:
+        if len(rows.texts) < 2:
+            raise PlmError(f"{data} has {len(rows.texts)} row; at least 2 are needed to hold one out for validation.")
+        order = np.random.default_rng(seed).permutation(len(rows.texts)).tolist()
+        count = min(max(1, round(len(order) * validation_split)), len(order) - 1)
+        validation_index, train_index = order[:count], order[count:]
+        held_out, held_values = rows, values
+    if max_train_samples is not None:
+        train_index = train_index[:max_train_samples]
+    train_values = [values[i] for i in train_index]
+    if len(set(train_values)) < 2:
+        raise PlmError(
+            f"every training target in column '{target}' is {train_values[0]:g}: there is nothing to learn. "
+            "Check --label-column."
+        )
+    return ClassificationData(
+        train_texts=[rows.texts[i] for i in train_index],
+        train_labels=train_values,
+        validation_texts=[held_out.texts[i] for i in validation_index],
+        validation_labels=[held_values[i] for i in validation_index],
+        label_names=[target],
+        columns=columns,
+        dropped_rows=dropped,
+        train_pairs=[rows.pairs[i] for i in train_index] if rows.pairs is not None else None,
+        validation_pairs=[held_out.pairs[i] for i in validation_index] if held_out.pairs is not None else None,
     )
 
 

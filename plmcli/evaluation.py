@@ -5,7 +5,9 @@ through evaluate's API (plmcli.metrics). The report directory (default ``<model>
 written whole or not at all: metrics.json, confusion_matrix.png and errors.csv (every
 misclassified row with all its input columns, the most confident mistakes first). Columns are
 those given, else the ones the model was trained on when the file has them, else detected; a
-multi-label model's rows are right only when their whole label set is.
+multi-label model's rows are right only when their whole label set is. A regression model's report
+has MSE, RMSE, MAE, Pearson, Spearman and R² in the target's units, scatter.png (predicted against
+true) and errors.csv with every row, the largest absolute error first.
 """
 
 from dataclasses import dataclass
@@ -26,7 +28,9 @@ class EvaluationResult:
 
     output: Path
     metrics: dict  # metrics.json's content
-    errors: list[dict]  # misclassified rows, most confident first: input columns + predicted_label, predicted_score
+    # misclassified rows, most confident first: input columns + predicted_label, predicted_score; for a
+    # regression model every row, largest absolute error first: input columns + predicted_value, error
+    errors: list[dict]
 
 
 def evaluate(config: EvaluateConfig) -> EvaluationResult:
@@ -53,6 +57,8 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         raise PlmError(f"{config.data} has no row with both a text and a label.")
     if len(rows.kept) < len(frame):
         console.warn(f"--drop-invalid: skipped {len(frame) - len(rows.kept)} rows with an empty text or label.")
+    if classifier.regression:
+        return _evaluate_regression(config, output, frame, classifier, columns, rows)
     label_names = classifier.label_names
     label2id = {name: i for i, name in enumerate(label_names)}
     given = {name for y in rows.labels for name in y} if separator else set(rows.labels)
@@ -118,6 +124,40 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
             label_names,
             f"{config.model} on {config.data}",
             [*label_names, "(none)"] if classifier.multi_label else None,
+        )
+    return EvaluationResult(output=output, metrics=metrics, errors=errors)
+
+
+def _evaluate_regression(config: EvaluateConfig, output: Path, frame, classifier, columns, rows) -> EvaluationResult:
+    """A regression model's report: metrics in the target's units, scatter.png, errors.csv (largest errors first)."""
+    from plmcli import metrics as scoring
+
+    true = np.asarray(data.numeric_targets(rows, columns.label, config.data, config.encoding, len(frame)))
+    console.info(f"Evaluating on {len(rows.texts)} rows: text column '{columns.text}', target '{columns.label}'.")
+    outputs, long_texts = classifier(rows.texts, config.batch_size, rows.pairs)
+    predicted = classifier.values(outputs)
+    metrics = {
+        "data": config.data,
+        "model": config.model,
+        "samples": len(rows.texts),
+        "task": "regression",
+        "text_column": columns.text,
+        "text_pair_column": columns.pair,
+        "label_column": columns.label,
+        **scoring.regression_report(predicted, true),
+        "long_texts": {"count": long_texts, "handling": "sliding" if classifier.sliding else "truncate"},
+        "truncated_texts": 0 if classifier.sliding else long_texts,
+    }
+    records = frame.to_dict("records")
+    errors = [
+        {**records[rows.kept[i]], "predicted_value": float(predicted[i]), "error": float(predicted[i] - true[i])}
+        for i in np.argsort(-np.abs(predicted - true), kind="stable")
+    ]
+    with staged_dir(output) as staging:
+        reporting.write_json(staging / "metrics.json", metrics)
+        (staging / "errors.csv").write_text(to_csv(errors, list(errors[0])), encoding="utf-8")
+        reporting.plot_scatter(
+            staging / "scatter.png", true, predicted, columns.label, f"{config.model} on {config.data}"
         )
     return EvaluationResult(output=output, metrics=metrics, errors=errors)
 

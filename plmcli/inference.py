@@ -87,7 +87,8 @@ def classify(
 ) -> tuple[np.ndarray, int]:
     """Label probabilities (texts, labels) in input order, and how many texts were longer than ``max_length``.
 
-    Probabilities are a softmax over the labels, or for a multi-label model each label's sigmoid.
+    Probabilities are a softmax over the labels, or for a multi-label model each label's sigmoid; a
+    regression model's raw outputs (texts, 1) are returned as they are.
     A longer text is truncated, or with ``sliding`` cut into windows of ``max_length`` tokens that
     overlap by a quarter, whose probabilities are averaged.
     """
@@ -104,7 +105,8 @@ def classify(
     logits = batched_logits(
         encodings["input_ids"], encodings.get("token_type_ids"), tokenizer, model, batch_size, device, precision
     )
-    probabilities = scores(logits, model.config.problem_type == "multi_label_classification")
+    problem = model.config.problem_type
+    probabilities = logits if problem == "regression" else scores(logits, problem == "multi_label_classification")
     if sliding:
         averaged = np.zeros((len(texts), probabilities.shape[1]), dtype=np.float32)
         np.add.at(averaged, owners, probabilities)
@@ -135,6 +137,15 @@ class Classifier:
     @property
     def multi_label(self) -> bool:
         return self.model.config.problem_type == "multi_label_classification"
+
+    @property
+    def regression(self) -> bool:
+        return self.model.config.problem_type == "regression"
+
+    def values(self, outputs: np.ndarray) -> np.ndarray:
+        """A regression model's outputs (texts, 1) in the target's units, with the scale plm finetune saved."""
+        scale = self.trained_with.get("target_scale") or {"mean": 0.0, "std": 1.0}
+        return outputs[:, 0].astype(np.float64) * float(scale["std"]) + float(scale["mean"])
 
     @property
     def thresholds(self) -> np.ndarray:
@@ -193,7 +204,10 @@ def load_for_inference(config, plain_bert: bool = False) -> Classifier:
     modeling.choose_precision(config.precision, device)  # one the device cannot run is refused before loading
     plain_bert = plain_bert and device == "cpu" and config.long != "sliding"
     tokenizer, model = modeling.load_classifier(config.model, config.allow_pickle, plain_bert)
-    speed.score_first_token_only(model)  # plmcli.bert's model does this itself
+    from plmcli import bert
+
+    if not isinstance(model, bert.Classifier):  # plmcli.bert's model computes [CLS] alone by itself
+        speed.adapt(model, training=False, cpu=device == "cpu")
     precision = modeling.inference_precision(config.precision, device, getattr(model.config, "plm", None))
     limit = modeling.model_limit(tokenizer, model)
     max_length = min(config.max_length or limit, limit)
@@ -283,9 +297,21 @@ def predict(config: PredictConfig) -> PredictResult:
     classifier = load_for_inference(config, plain_bert=True)
     pair_column = config.text_pair_column or classifier.trained_with.get("text_pair_column")
     texts, pairs, table, text_column = read_inputs(config, classifier, pair_column)
+    if classifier.regression and (config.top_k > 1 or config.all_scores):
+        raise PlmError(
+            f"{config.model} is a regression model: it gives one value per text; --top-k and --all-scores are "
+            "for classifiers."
+        )
     started = time.perf_counter()
     probabilities, _ = classifier(texts, config.batch_size, pairs)
     elapsed = time.perf_counter() - started
+    if classifier.regression:
+        rows, columns, shown = _value_rows(config, classifier.values(probabilities), texts, pairs, table)
+        shown = [text_column or "text", *([pair_column] if pairs is not None else []), *shown]
+        result = PredictResult(rows, columns, shown, output_format, output, len(texts) / max(elapsed, 1e-9))
+        if output is not None:
+            write_text_atomic(output, render(result))
+        return result
     chosen = classifier.chosen(probabilities)
     label_names = classifier.label_names
     input_columns = list(table.columns) if table is not None else ["text"]
@@ -324,6 +350,27 @@ def predict(config: PredictConfig) -> PredictResult:
     if output is not None:
         write_text_atomic(output, render(result))
     return result
+
+
+def _value_rows(config, values: np.ndarray, texts: list[str], pairs, table) -> tuple[list[dict], list[str], list[str]]:
+    """A regression model's rows: every input column, then ``value`` (``predicted_value`` if the input has one).
+
+    Returns the rows, every column, and the prediction columns the table shows.
+    """
+    input_columns = list(table.columns) if table is not None else ["text"]
+    column = next((c for c in ("value", "predicted_value", "plm_predicted_value") if c not in input_columns), None)
+    if column is None:
+        raise PlmError(f"{config.file} already has columns for plm's predictions (value, predicted_value, ...).")
+    if column != "value":
+        console.info(f"The input has its own value column; predictions are in '{column}'.")
+    records = table.to_dict("records") if table is not None else [{"text": text} for text in texts]
+    rows = [{**record, column: float(value)} for record, value in zip(records, values)]
+    empty = [i for i, text in enumerate(texts) if not str(text).strip() or (pairs and not str(pairs[i]).strip())]
+    for i in empty:  # a row without text keeps its place in the output, with no prediction
+        rows[i][column] = None
+    if empty:
+        console.warn(f"{len(empty)} of {len(texts)} rows have an empty text; they get no value.")
+    return rows, input_columns + [column], [column]
 
 
 def render(result: PredictResult) -> str:

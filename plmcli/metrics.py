@@ -4,7 +4,8 @@
 ``evaluate.Metric`` subclass here: the same ``compute(predictions=..., references=...)`` call,
 with no network and no scikit-learn. One pass yields accuracy, macro and weighted F1,
 per-class precision/recall/F1/support and the confusion matrix; for multi-label data, micro and
-macro F1, subset accuracy and per-label figures, with each label's decision threshold.
+macro F1, subset accuracy and per-label figures, with each label's decision threshold; for a
+numeric target, MSE, RMSE, MAE, Pearson and Spearman correlation and R².
 """
 
 import datasets
@@ -165,5 +166,66 @@ def trainer_metrics(label_names: list[str], multi_label: bool = False):
             predictions = np.argmax(eval_prediction.predictions, axis=-1)
             report = classification_report(predictions, eval_prediction.label_ids, label_names)
         return {key: report[key] for key in HEADLINE[multi_label]}
+
+    return compute_metrics
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing their average rank (what Spearman's correlation correlates)."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values), dtype=float)
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + end + 1) / 2  # the mean of ranks start+1 .. end
+    return ranks
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's correlation; 0.0 where either side is constant (it is undefined there)."""
+    a, b = a - a.mean(), b - b.mean()
+    scale = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / scale) if scale > 0 else 0.0
+
+
+class RegressionMetric(evaluate.Metric):
+    """Metrics of a numeric target from predicted and true values (in the target's own units)."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return _metric_info(
+            "MSE, RMSE, MAE, Pearson and Spearman correlation, R².",
+            "predictions and references: numbers (float).",
+            datasets.Value("float64"),
+        )
+
+    def _compute(self, predictions, references) -> dict:
+        predicted, true = np.asarray(predictions, dtype=float), np.asarray(references, dtype=float)
+        errors = predicted - true
+        mse = float((errors**2).mean())
+        variance = float(((true - true.mean()) ** 2).mean())
+        return {
+            "mse": mse,
+            "rmse": float(np.sqrt(mse)),
+            "mae": float(np.abs(errors).mean()),
+            "pearson": _pearson(predicted, true),
+            "spearman": _pearson(_ranks(predicted), _ranks(true)),
+            "r2": 1.0 - mse / variance if variance > 0 else 0.0,
+        }
+
+
+def regression_report(predictions, references) -> dict:
+    """All regression metrics of predicted values against true ones."""
+    metric = RegressionMetric(keep_in_memory=True)
+    return metric.compute(predictions=np.asarray(predictions, float), references=np.asarray(references, float))
+
+
+def trainer_regression_metrics(mean: float, std: float):
+    """A Trainer ``compute_metrics`` for a target standardised as (y - mean) / std: figures in the target's units."""
+
+    def compute_metrics(eval_prediction) -> dict:
+        predicted = np.asarray(eval_prediction.predictions, dtype=float).reshape(-1) * std + mean
+        true = np.asarray(eval_prediction.label_ids, dtype=float).reshape(-1) * std + mean
+        return regression_report(predicted, true)
 
     return compute_metrics

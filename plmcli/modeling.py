@@ -158,11 +158,14 @@ def load_tokenizer(source: ModelSource):
     return tokenizer
 
 
-def load_for_classification(source: ModelSource, label_names: list[str], multi_label: bool = False):
+def load_for_classification(
+    source: ModelSource, label_names: list[str], problem_type: str = "single_label_classification"
+):
     """A sequence classifier with a fresh head for ``label_names`` on the base model's encoder, and a note.
 
-    A multi-label classifier scores each label on its own (sigmoid and BCE loss, transformers'
-    ``multi_label_classification`` problem type); a single-label one, softmax and cross-entropy.
+    ``problem_type`` is transformers': a ``multi_label_classification`` model scores each label on
+    its own (sigmoid and BCE loss); a ``single_label_classification`` one, softmax and cross-entropy;
+    a ``regression`` one has one output per name in ``label_names`` and an MSE loss.
 
     The note (None when there is nothing to say) names weights besides the classification head
     that start fresh, such as the pooler of a model saved by `plm pretrain`.
@@ -178,7 +181,7 @@ def load_for_classification(source: ModelSource, label_names: list[str], multi_l
         num_labels=len(label_names),
         id2label=id2label,
         label2id={name: i for i, name in id2label.items()},
-        problem_type="multi_label_classification" if multi_label else "single_label_classification",
+        problem_type=problem_type,
         ignore_mismatched_sizes=True,  # a classifier fine-tuned on other labels gets a new head
         output_loading_info=True,
         dtype=torch.float32,  # trained weights stay float32 (see load_for_pretraining)

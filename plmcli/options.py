@@ -30,7 +30,17 @@ class Metric(str, Enum):
     micro_f1 = "micro_f1"
     weighted_f1 = "weighted_f1"
     accuracy = "accuracy"
+    rmse = "rmse"
+    pearson = "pearson"
+    spearman = "spearman"
+    mae = "mae"
+    r2 = "r2"
     loss = "loss"
+
+
+class Task(str, Enum):
+    classification = "classification"
+    regression = "regression"
 
 
 class LongTexts(str, Enum):

@@ -196,6 +196,63 @@ classify = pipeline("text-classification", model="{config.output}")
     (directory / "README.md").write_text(text, encoding="utf-8")
 
 
+def write_regression_card(directory: Path, config, base_name: str, metrics: dict, timing: dict) -> None:
+    """A model card for a regressor: data and target, training, validation figures in the target's units, use."""
+    validation, target, columns = metrics["validation"], metrics["target"], metrics["columns"]
+    validation_source = config.validation or f"{config.validation_split:.0%} of the training file, at random"
+    pair = f", pair column `{columns['pair']}` (encoded as text pairs)" if columns["pair"] else ""
+    stopping = ""
+    if "early_stopping" in metrics:
+        stop = metrics["early_stopping"]
+        stopping = (
+            f"- Early stopping: patience {stop['patience']} evaluations on {stop['metric']}; the best model "
+            f"(step {stop['best_step']}, {stop['metric']} {stop['best_value']:.4f}) is the one saved\n"
+        )
+    text = f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [plm, text-regression]
+---
+
+# Text regressor fine-tuned with plm
+
+A `BertForSequenceClassification`-style model with one output (`problem_type: regression`) fine-tuned
+from **{base_name}** by plm {__version__}. It predicts `{target["column"]}` from text.
+
+Lineage: {" -> ".join(metrics["lineage"])}
+
+## Data
+- Training file: `{config.data}` ({metrics["train"]["samples"]} rows used), text column `{columns["text"]}`{pair}, \
+target column `{target["column"]}` (from {target["min"]:g} to {target["max"]:g})
+- Validation: {validation_source} ({metrics["validation_samples"]} rows)
+- The target is standardised for training with the training rows' mean {target["mean"]:.6g} and standard \
+deviation {target["std"]:.6g} (saved in `config.json` as `plm.target_scale`); the raw model output times the \
+standard deviation plus the mean is the value in the target's units
+
+## Training
+- Command: `{_command(config)}`
+- Epochs {config.epochs}, batch size {config.batch_size}, learning rate {metrics["train"]["learning_rate"]:g}, \
+max length {metrics["max_length"]}, seed {config.seed}, {metrics["device"]}, {metrics["precision"]} \
+({metrics["precision_reason"]}), MSE loss on the standardised target
+{stopping}- {metrics["train"]["steps"]} steps in {timing["runtime_seconds"]} s \
+({timing["samples_per_second"]} samples/s), final training loss {metrics["train"]["loss"]:.4f}
+- Everything needed to rerun it (settings, versions, sha256 of the inputs): `manifest.json`
+
+## Validation metrics (in the target's units)
+| RMSE | MAE | MSE | Pearson | Spearman | R² |
+|---|---|---|---|---|---|
+| {validation["rmse"]:.4f} | {validation["mae"]:.4f} | {validation["mse"]:.4f} | {validation["pearson"]:.4f} | \
+{validation["spearman"]:.4f} | {validation["r2"]:.4f} |
+
+## Use
+```
+plm predict --model {config.output} "some text"      # a value in the target's units
+plm evaluate --model {config.output} test.csv
+```
+"""
+    (directory / "README.md").write_text(text, encoding="utf-8")
+
+
 def _command(config) -> str:
     return " ".join(shlex.quote(part) for part in config.command) if config.command else "(Python API)"
 
@@ -334,6 +391,29 @@ def plot_loss_curve(
         axes.axvline(best_step, color="grey", linestyle="--", label=f"best model kept (step {best_step})")
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_scatter(path: Path, true, predicted, target: str, title: str) -> None:
+    """Predicted against true values, with the diagonal where a perfect model's points lie."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    true, predicted = np.asarray(true, dtype=float), np.asarray(predicted, dtype=float)
+    low, high = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
+    figure, axes = plt.subplots(figsize=(5.5, 5.5))
+    axes.scatter(true, predicted, s=8, alpha=0.5)
+    axes.plot([low, high], [low, high], color="grey", linestyle="--", label="predicted = true")
+    axes.set_xlabel(f"true {_short(target)}")
+    axes.set_ylabel(f"predicted {_short(target)}")
+    axes.set_title(title if len(title) <= 60 else "..." + title[-57:], fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()

@@ -1,9 +1,12 @@
-"""Same math, less work: changes to how a model computes that leave what it computes unchanged.
+"""Same math, less work: adapters that change how a model computes, never what it computes.
 
-Each function changes only the *class* of a model or of some of its modules (never a weight, a
-parameter name or the config), returns whether it applied, and leaves models it does not know
-alone. ``standard`` undoes all of them before a model is saved or handed on, so what plm writes is
-the model transformers would have written.
+Each adapter is made for exact model classes: it changes only the *class* of a model or of some
+of its modules (never a weight, a parameter name or the config), returns whether it applied, and
+leaves models it does not know alone. ``adapt`` applies those that fit and checks each against the
+stock forward (and backward) on a tiny input, falling back to the stock model with one warning;
+``standard`` undoes all of them before a model is saved or handed on, so what plm writes is the
+model transformers would have written. The autograd functions they use are in plmcli.kernels;
+every private name of transformers or torch plm relies on for speed is used here or there.
 
 - ``score_first_token_only``: a BERT classifier's last layer computes the [CLS] position only.
 - ``masked_positions_only``: an MLM's prediction head (a hidden x vocab projection, as costly as
@@ -16,21 +19,24 @@ the model transformers would have written.
   in the backward pass. With the attention change, a MiniLM masked-LM step at 32 x 128 keeps
   about 500 MB for its backward pass instead of 900 MB.
 
-One setting is for the process rather than a model: ``reuse_freed_memory`` keeps glibc from
-returning every large freed block to the system, which a CPU training step pays for in page faults;
-``return_unused_memory``, after each step, returns free pages whenever fragmentation has grown the
-heap by 256 MiB.
+Families: BERT (all four), RoBERTa and XLM-R (the CPU training ones); DistilBERT and others run stock.
 """
-
-import ctypes
-import functools
-import sys
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-FAST_ATTENTION = "plm_sdpa"  # the attention implementation name fast_dropout registers
+from plmcli.kernels import (
+    FAST_ATTENTION,
+    _attention,
+    _cross_entropy,
+    _drop_mask,
+    _FastDropout,
+    _GeluLinear,
+    _probabilities,
+    _RecomputedAttention,
+    _register_attention,
+)
 
 
 def _layer_output_at(layer, picked, hidden_states, attention_mask):
@@ -80,15 +86,14 @@ def score_first_token_only(model) -> bool:
     still cover every token), so logits and gradients are the same and about 1/7 of a 6-layer
     encoder's work is skipped. Returns False, changing nothing, for other models.
     """
-    if type(model).__name__ != "BertForSequenceClassification" or model.config._attn_implementation not in (
-        "sdpa",
-        "eager",
-    ):
+    from transformers.models.bert.modeling_bert import BertForSequenceClassification, BertLayer
+
+    if type(model) is not BertForSequenceClassification or model.config._attn_implementation not in ("sdpa", "eager"):
         return False
     layer = model.bert.encoder.layer[-1]
-    if getattr(layer.attention.self, "is_causal", False) or layer.add_cross_attention:
+    if type(layer) is not BertLayer or getattr(layer.attention.self, "is_causal", False) or layer.add_cross_attention:
         return False
-    layer.__class__ = type(f"FirstToken{type(layer).__name__}", (_FirstTokenLayer, type(layer)), {})
+    _mix(layer, _FirstTokenLayer, "FirstToken")
     return True
 
 
@@ -116,49 +121,6 @@ class _SelectedPositionsLayer:
             attention_mask = attention_mask.gather(2, rows)  # (batch, 1, most, len)
         output = _layer_output_at(self, hidden_states.gather(1, spread), hidden_states, attention_mask)
         return output.new_zeros(batch, length, width).scatter(1, spread, output)
-
-
-class _CrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of (rows, classes) logits whose backward pass reuses the forward pass's softmax.
-
-    F.cross_entropy writes the log-softmax (rows x classes) in the forward pass, then a zero-filled
-    gradient for nll_loss and another full tensor in the backward pass: for the ~600 x 30,522
-    logits of an MLM batch that is ~5% of a CPU training step. Here the forward pass writes the
-    softmax once and the backward pass turns it into the gradient, softmax - one_hot, in place.
-    The loss is -log(softmax at the target); rows where that probability underflows get
-    logsumexp - logit instead. Same value and gradient, to float rounding.
-    """
-
-    @staticmethod
-    def forward(ctx, logits, target):
-        logits32 = logits.float()
-        probabilities = torch.softmax(logits32, dim=-1)
-        picked = probabilities.gather(1, target[:, None]).squeeze(1)
-        losses = -torch.log(picked)
-        tiny = picked < 1e-30
-        if tiny.any():
-            rows = logits32[tiny]
-            losses[tiny] = torch.logsumexp(rows, dim=-1) - rows.gather(1, target[tiny][:, None]).squeeze(1)
-        ctx.save_for_backward(probabilities, target)
-        ctx.logits_dtype = logits.dtype
-        ctx.spent = False
-        return losses.mean()
-
-    @staticmethod
-    def backward(ctx, grad):
-        if ctx.spent:  # the softmax became the first gradient
-            raise RuntimeError("plm's masked-LM loss supports one backward pass per forward pass.")
-        ctx.spent = True
-        gradient, target = ctx.saved_tensors
-        gradient[torch.arange(target.numel(), device=target.device), target] -= 1.0
-        return gradient.mul_(grad / target.numel()).to(ctx.logits_dtype), None
-
-
-def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """F.cross_entropy(logits, target) for 2-d logits and all-valid targets, with less memory traffic."""
-    if target.numel() == 0:
-        return F.cross_entropy(logits, target)  # nan, as the standard loss
-    return _CrossEntropy.apply(logits, target)
 
 
 def _encode(model, input_ids, attention_mask, token_type_ids, position_ids, kwargs, selected):
@@ -262,119 +224,6 @@ def masked_positions_only(model) -> bool:
     return True
 
 
-def _drop_mask(tensor: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
-    """Which elements dropout drops (bool, the tensor's shape), drawn 16 random bits an element, four a 64-bit
-    draw, and the scale that keeps the expectation: 65536 / (65536 - round(p * 65536)).
-
-    An element is dropped when its 16 bits fall below round(p * 65536), so the drop rate is p to
-    within 1/131072, and scaling the kept elements makes the expectation exactly the input's, as
-    with nn.Dropout. Call with p < 1.
-    """
-    dropped = round(p * 65536)  # of the 65536 values a 16-bit draw takes
-    count = tensor.numel()
-    words = torch.randint(-(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=tensor.device)
-    drop = words.view(torch.int16)[:count].view(tensor.shape) < dropped - 32768
-    return drop, 65536 / (65536 - dropped)
-
-
-def _dropout(tensor: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverted dropout with the mask of ``_drop_mask``, in the input's dtype, as nn.Dropout."""
-    if round(p * 65536) >= 65536:
-        return torch.zeros_like(tensor)
-    drop, scale = _drop_mask(tensor, p)
-    return torch.where(drop, 0.0, tensor).mul_(scale)  # one pass, where masked_fill clones first
-
-
-class _FastDropout(nn.Dropout):
-    """nn.Dropout with the faster mask draw; identical in eval mode and at p = 0."""
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return input
-        if self.p == 1.0:
-            return torch.zeros_like(input)
-        return _dropout(input, self.p)
-
-
-def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """Scaled dot-product attention whose dropout on the probabilities uses the faster mask draw.
-
-    Without dropout (evaluation) it is transformers' sdpa path itself. Shapes: query, key, value
-    (batch, heads, len, head size); returns (batch, len, heads, head size) as transformers expects.
-    """
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    if dropout == 0.0:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    if round(dropout * 65536) >= 65536:
-        return torch.zeros_like(query).transpose(1, 2).contiguous(), None
-    if torch.is_grad_enabled() and not torch.is_autocast_enabled(query.device.type):
-        context = _RecomputedAttention.apply(query * scaling, key, value, attention_mask, dropout)
-    else:
-        probabilities = _probabilities(query * scaling, key, attention_mask)
-        drop, scale = _drop_mask(probabilities, dropout)
-        context = torch.matmul(torch.where(drop, 0.0, probabilities), value * scale)
-    return context.transpose(1, 2).contiguous(), None
-
-
-def _probabilities(query, key, attention_mask):
-    """softmax(query @ key^T) masked, (batch, heads, len, len); query scaled, mask bool (True: attend) or added."""
-    scores = torch.matmul(query, key.transpose(2, 3))
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask
-    return scores.softmax(dim=-1)
-
-
-class _RecomputedAttention(torch.autograd.Function):
-    """Attention with dropout on the probabilities that keeps query, key and value, not the probabilities.
-
-    Autograd would keep the softmax's output and the dropped-out copy of it for the backward pass:
-    two (batch, heads, len, len) tensors a layer, 50 MB for MiniLM at 32 x 128. As FlashAttention
-    does, the backward pass recomputes the probabilities from query and key instead (one more
-    len x len product a layer, about 1% of a training step) and keeps only the dropout mask, one
-    byte an element. The outputs and gradients are those of the plain operations: the
-    probabilities are recomputed by the same operations, and the gradients are computed as
-    autograd computes them (softmax's own backward function). The dropped entries get the faster
-    mask draw of ``_drop_mask``, scaled by its scale.
-    """
-
-    @staticmethod
-    def forward(ctx, query, key, value, attention_mask, dropout):
-        probabilities = _probabilities(query, key, attention_mask)
-        drop, scale = _drop_mask(probabilities, dropout)
-        # (P with dropped entries zeroed) @ (V times scale): the scale goes on the (len x head size)
-        # tensor, one pass fewer over the largest one.
-        context = torch.matmul(torch.where(drop, 0.0, probabilities), value * scale)
-        ctx.save_for_backward(query, key, value, attention_mask, drop)
-        ctx.scale = scale
-        return context
-
-    @staticmethod
-    def backward(ctx, grad):
-        query, key, value, attention_mask, drop = ctx.saved_tensors
-        probabilities = _probabilities(query, key, attention_mask)
-        grad_value = torch.matmul(torch.where(drop, 0.0, probabilities).transpose(-2, -1), grad) * ctx.scale
-        grad_probabilities = torch.where(drop, 0.0, torch.matmul(grad, (value * ctx.scale).transpose(-2, -1)))
-        grad_scores = torch._softmax_backward_data(grad_probabilities, probabilities, -1, probabilities.dtype)
-        if attention_mask is not None and attention_mask.dtype == torch.bool:
-            grad_scores = grad_scores.masked_fill(~attention_mask, 0.0)  # as masked_fill's own backward
-        grad_query = torch.matmul(grad_scores, key)
-        grad_key = torch.matmul(grad_scores.transpose(-2, -1), query)
-        return grad_query, grad_key, grad_value, None, None
-
-
-def _register_attention() -> None:
-    from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
-
-    AttentionInterface.register(FAST_ATTENTION, _attention)
-    AttentionMaskInterface.register(FAST_ATTENTION, sdpa_mask)  # the same masks sdpa gets
-
-
 def fast_dropout(model) -> bool:
     """Draw the dropout masks of a BERT-family model the faster way (for training on CPU).
 
@@ -393,34 +242,6 @@ def fast_dropout(model) -> bool:
     _register_attention()
     model.set_attn_implementation(FAST_ATTENTION)
     return True
-
-
-class _GeluLinear(torch.autograd.Function):
-    """linear(gelu(hidden), weight, bias), keeping ``hidden`` and not gelu(hidden) for the backward pass.
-
-    Autograd keeps both the feed-forward's pre-activation (for GELU's gradient) and its
-    activation (for the output projection's weight gradient): two (tokens x intermediate) tensors
-    a layer. The activation is recomputed from the pre-activation in the backward pass instead,
-    one elementwise pass, about 1% of a training step; the gradients are computed as autograd does.
-    """
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias):
-        ctx.save_for_backward(hidden, weight)
-        return F.linear(F.gelu(hidden), weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad):
-        hidden, weight = ctx.saved_tensors
-        flat = grad.reshape(-1, grad.size(-1))  # (tokens, out)
-        grad_hidden = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_hidden = torch.ops.aten.gelu_backward(grad.matmul(weight), hidden)
-        if ctx.needs_input_grad[1]:
-            grad_weight = flat.t().mm(F.gelu(hidden).reshape(-1, hidden.size(-1)))
-        if ctx.needs_input_grad[2]:
-            grad_bias = flat.sum(0)
-        return grad_hidden, grad_weight, grad_bias
 
 
 class _PreActivation:
@@ -447,6 +268,19 @@ def _mix(module, mixin, prefix: str) -> None:
     module.__class__ = type(f"{prefix}{base.__name__}", (mixin, base), {"_plm_base": base})
 
 
+def _feed_forward_classes() -> dict:
+    """{intermediate block class: output block class} of the families recompute_gelu is made for."""
+    from transformers.models.bert import modeling_bert
+    from transformers.models.roberta import modeling_roberta
+    from transformers.models.xlm_roberta import modeling_xlm_roberta
+
+    return {
+        modeling_bert.BertIntermediate: modeling_bert.BertOutput,
+        modeling_roberta.RobertaIntermediate: modeling_roberta.RobertaOutput,
+        modeling_xlm_roberta.XLMRobertaIntermediate: modeling_xlm_roberta.XLMRobertaOutput,
+    }
+
+
 def recompute_gelu(model) -> bool:
     """Keep the feed-forward's pre-activation only, recomputing GELU in the backward pass (CPU training).
 
@@ -455,18 +289,15 @@ def recompute_gelu(model) -> bool:
     same outputs and gradients with one (tokens x intermediate) tensor a layer less kept for the
     backward pass, 25 MB a layer for MiniLM at 32 x 128. Returns whether any layer changed.
     """
-    if model.config.model_type not in ("bert", "roberta", "xlm-roberta"):
-        return False
+    blocks = _feed_forward_classes()
     changed = False
     for module in model.modules():
         intermediate, output = getattr(module, "intermediate", None), getattr(module, "output", None)
         activation = getattr(intermediate, "intermediate_act_fn", None)
         if not (
-            type(activation).__name__ == "GELUActivation"
+            blocks.get(type(intermediate)) is type(output)
+            and type(activation).__name__ == "GELUActivation"
             and getattr(activation, "act", None) is F.gelu
-            and type(intermediate).__name__.endswith("Intermediate")
-            and type(output).__name__.endswith("Output")
-            and all(hasattr(output, name) for name in ("dense", "dropout", "LayerNorm"))
         ):
             continue
         _mix(intermediate, _PreActivation, "PreActivation")
@@ -475,106 +306,124 @@ def recompute_gelu(model) -> bool:
     return changed
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
-_KEEP_BELOW = 1 << 30  # blocks up to 1 GiB come from (and go back to) the heap
+# Relative and absolute tolerance of a self-check: float32 in another order agrees to ~1e-6.
+RTOL, ATOL = 1e-3, 1e-5
 
 
-def for_cpu_training(model) -> None:
-    """Everything plm changes for training on a CPU: fast_dropout, recompute_gelu, reuse_freed_memory."""
-    fast_dropout(model)
-    recompute_gelu(model)
-    reuse_freed_memory()
+def _check_input(model) -> dict:
+    """A tiny input the model's own loss takes: 2 rows of 8 tokens (the second padded after 5), with labels."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (2, 8), generator=generator)
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, 5:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if type(model).__name__ in ("BertForMaskedLM", "BertForPreTraining"):
+        labels = torch.full_like(ids, -100)
+        labels[0, 2], labels[1, 1] = ids[0, 2], ids[1, 1]
+        batch["labels"] = labels
+        if type(model).__name__ == "BertForPreTraining":
+            batch["next_sentence_label"] = torch.tensor([0, 1])
+    elif hasattr(model.config, "num_labels") and type(model).__name__.endswith("ForSequenceClassification"):
+        problem, labels = model.config.problem_type, model.config.num_labels
+        if problem == "regression":
+            batch["labels"] = torch.tensor([0.5, -1.0])
+        elif problem == "multi_label_classification":
+            batch["labels"] = torch.eye(2, labels)
+        else:
+            batch["labels"] = torch.tensor([0, 1]) % labels
+    device = next(model.parameters()).device
+    return {name: tensor.to(device) for name, tensor in batch.items()}
 
 
-def reuse_freed_memory() -> bool:
-    """Let glibc reuse freed memory within the process instead of unmapping it at every free.
+def _figures(model, batch: dict, backward: bool) -> torch.Tensor:
+    """What a self-check compares: the logits (or the loss) and each parameter's gradient's sum and norm."""
+    model.zero_grad(set_to_none=True)
+    with torch.set_grad_enabled(backward):
+        output = model(**batch)
+    loss = output.loss if getattr(output, "loss", None) is not None else None
+    logits = getattr(output, "logits", None)
+    figures = [loss.detach().reshape(1)] if loss is not None else []
+    if logits is not None and "labels" not in batch:  # with labels, a head may score the labelled positions only
+        figures.append(logits.detach().float().reshape(-1))
+    if backward and loss is not None:
+        loss.backward()
+        for parameter in model.parameters():
+            if parameter.grad is not None:
+                figures.append(torch.stack([parameter.grad.sum(), parameter.grad.norm()]).float())
+        model.zero_grad(set_to_none=True)
+    return torch.cat(figures)
 
-    A training step on the CPU allocates and frees hundreds of megabytes of activations and
-    gradients. By default glibc serves blocks above its mmap threshold (at most 32 MiB) with fresh
-    mappings and unmaps them when freed, so every step the kernel maps and zeroes that memory
-    again: about 150,000 page faults a step for MiniLM at batch 32, 10-20% of the step time on a
-    2-core host. Raising the mmap and trim thresholds keeps the memory in the heap for the next
-    step. Returns whether it applied (glibc on Linux only).
 
-    The heap fragments as steps go by: with MiniLM at 32 x 128, about 1.1 GB is in use at a
-    step's peak, yet the heap grew to 2.4 GB over 60 steps, with or without this setting. The
-    Trainer therefore calls ``return_unused_memory`` after each step (see ``memory_callback``).
+def _attention_backward_agrees() -> bool:
+    """The recomputing attention's output and gradients against autograd's through the same operations."""
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(2, 2, 6, 4, generator=generator, requires_grad=True) for _ in range(3))
+    mask = torch.ones(2, 1, 6, 6, dtype=torch.bool)
+    mask[1, ..., 4:] = False
+    torch.manual_seed(1)
+    ours = _RecomputedAttention.apply(query, key, value, mask, 0.3)
+    ours_grads = torch.autograd.grad(ours.square().sum(), (query, key, value))
+    torch.manual_seed(1)
+    probabilities = _probabilities(query, key, mask)
+    drop, scale = _drop_mask(probabilities, 0.3)
+    plain = torch.matmul(torch.where(drop, 0.0, probabilities), value * scale)
+    plain_grads = torch.autograd.grad(plain.square().sum(), (query, key, value))
+    return torch.allclose(ours, plain, RTOL, ATOL) and all(
+        torch.allclose(a, b, RTOL, ATOL) for a, b in zip(ours_grads, plain_grads)
+    )
+
+
+# What each speed-up is called in a warning, and whether it changes training only (False: inference too).
+ADAPTERS = {
+    "score_first_token_only": ("the [CLS]-only last layer", False),
+    "masked_positions_only": ("the masked-positions-only prediction head", False),
+    "fast_dropout": ("the faster dropout and attention", True),
+    "recompute_gelu": ("GELU recomputed in the backward pass", True),
+}
+
+
+def adapt(model, training: bool, cpu: bool) -> list[str]:
+    """Apply the speed-ups made for this model's exact classes, each checked against the stock computation.
+
+    Each one is applied, then its output (and, for training, its gradients) on a tiny input are
+    compared with the stock model's; one that does not agree (or fails, as it would where a
+    transformers or torch release has changed a name it uses) is undone with one warning, and the
+    model runs as transformers wrote it. The CPU training speed-ups (``fast_dropout``,
+    ``recompute_gelu``) apply only when ``training`` on a ``cpu``. Returns the names applied.
     """
-    global _reusing
-    libc = _glibc()
-    if libc is None:
-        return False
-    _reusing = bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BELOW) and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BELOW))
-    return _reusing
+    from plmcli import console
 
-
-_reusing = False  # whether reuse_freed_memory applied in this process
-_GROWTH_LIMIT = 256 << 20  # heap growth after which return_unused_memory releases free pages
-_heap_at_trim = None  # the heap's size at the first call or the last release
-
-
-class _MallInfo2(ctypes.Structure):
-    """glibc's struct mallinfo2: ``arena`` is the bytes the heap holds from the system."""
-
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
-    ]
-
-
-@functools.cache
-def _glibc():
-    """The C library if it is glibc on Linux (its mallopt and mallinfo2 typed), else None."""
-    if not sys.platform.startswith("linux"):
-        return None
+    names = [name for name, (_, training_only) in ADAPTERS.items() if not training_only or (training and cpu)]
+    batch = _check_input(model)
+    was_training = model.training
+    model.eval()  # no dropout: the stock and the changed model compute the same thing
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    except (OSError, AttributeError):  # another C library (musl) has no mallopt
-        return None
-    if hasattr(libc, "mallinfo2"):  # glibc 2.33 or later
-        libc.mallinfo2.restype = _MallInfo2
-    return libc
-
-
-def return_unused_memory() -> bool:
-    """Hand the heap's unused pages back to the system each time the heap has grown by 256 MiB.
-
-    A step's activations are freed at its end and reused by the next step, so free memory alone
-    says nothing; growth of the heap is what fragmentation adds. The first call notes the heap's
-    size; when it has grown by more than 256 MiB since, malloc_trim releases the pages of free
-    blocks anywhere in the heap (memory in use is untouched), and the next steps touch again only
-    what they use. Returns whether it released (glibc 2.33 or later).
-    """
-    global _heap_at_trim
-    libc = _glibc()
-    if libc is None or not hasattr(libc, "mallinfo2"):
-        return False
-    heap = libc.mallinfo2().arena
-    if _heap_at_trim is None:
-        _heap_at_trim = heap
-        return False
-    if heap <= _heap_at_trim + _GROWTH_LIMIT:
-        return False
-    _heap_at_trim = heap
-    return bool(libc.malloc_trim(0))
-
-
-def memory_callback():
-    """A Trainer callback running return_unused_memory after each step if reuse_freed_memory applied; else None."""
-    if not _reusing:
-        return None
-    from transformers import TrainerCallback
-
-    class ReturnUnusedMemory(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            return_unused_memory()
-
-    return ReturnUnusedMemory()
+        stock = _figures(model, batch, training)
+        applied = []
+        for name in names:
+            try:
+                if not globals()[name](model):
+                    continue
+                agrees = torch.allclose(_figures(model, batch, training), stock, RTOL, ATOL)
+                if agrees and name == "fast_dropout" and training:
+                    agrees = _attention_backward_agrees()
+                reason = "its results differ from the standard computation's"
+            except Exception as exc:  # a renamed or changed library internal: run without this speed-up
+                agrees, reason = False, f"{type(exc).__name__}: {str(exc)[:120]}"
+            if agrees:
+                applied.append(name)
+                continue
+            standard(model)
+            for earlier in applied:
+                globals()[earlier](model)
+            console.warn(f"{ADAPTERS[name][0]} was checked on a test input and failed ({reason}); running without it.")
+    finally:
+        model.train(was_training)
+    return applied
 
 
 def standard(model) -> None:
-    """Undo masked_positions_only, fast_dropout and recompute_gelu: the model computes and saves as standard."""
+    """Undo every adapter: the model computes and saves as transformers wrote it."""
     standard_class = type(model).__dict__.get("_plm_standard")
     if standard_class is not None:
         model.__class__ = standard_class
@@ -584,7 +433,7 @@ def standard(model) -> None:
     for module in model.modules():
         if type(module) is _FastDropout:
             module.__class__ = nn.Dropout
-        elif isinstance(module, (_PreActivation, _GeluOutput)):
+        elif isinstance(module, (_PreActivation, _GeluOutput, _FirstTokenLayer)):
             module.__class__ = type(module)._plm_base
     if model.config._attn_implementation == FAST_ATTENTION:
         model.set_attn_implementation("sdpa")

@@ -116,7 +116,7 @@ def corpus_txt(tmp_path) -> Path:
 def tiny_pretrained(tmp_path_factory, tiny_base) -> Path:
     """The tiny BERT after a short `plm pretrain` (shared by the fill-mask and handoff tests)."""
     from plmcli.config import PretrainConfig
-    from plmcli.pretraining import pretrain
+    from plmcli.run import pretrain
 
     directory = tmp_path_factory.mktemp("corpus")
     corpus = directory / "corpus.txt"
@@ -168,7 +168,7 @@ def cli(capsys, monkeypatch):
 def tiny_classifier(tmp_path_factory, tiny_base) -> Path:
     """A tiny classifier fine-tuned by plm on the sentiment rows (shared by the predict tests)."""
     from plmcli.config import FinetuneConfig
-    from plmcli.training import finetune
+    from plmcli.run import finetune
 
     directory = tmp_path_factory.mktemp("data")
     data = write_csv(directory / "reviews.csv", ["text", "label"], sentiment_rows(120))

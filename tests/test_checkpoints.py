@@ -62,6 +62,17 @@ def weights(directory: Path) -> dict:
     return load_file(directory / "model.safetensors")
 
 
+def stop_then_resume(cli, monkeypatch, args: tuple, step: int):
+    """Run ``plm ARGS``, stopped by SIGTERM at ``step``, then resume it; returns both runs."""
+    stop_at(monkeypatch, step)
+    stopped = cli(*args)
+    assert stopped.exit_code == 143, stopped.stderr
+    monkeypatch.setattr(interrupts, "requested", lambda: None)
+    resumed = cli(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    return stopped, resumed
+
+
 def identical(a: dict, b: dict) -> bool:
     import torch
 
@@ -111,6 +122,16 @@ def test_resume_ends_where_an_uninterrupted_run_ends_with_the_same_weights(
     assert resumed_metrics["validation"] == straight_metrics["validation"]
     assert resumed_metrics["train"]["loss"] == pytest.approx(straight_metrics["train"]["loss"], abs=1e-6)
     assert resumed_metrics["train"]["resumed_from"] == str(output / "checkpoints" / "checkpoint-10")
+
+
+def test_a_run_that_auto_resolved_to_bf16_resumes_to_the_same_weights(cli, tiny_base, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("PLM_TEST_CPU_BF16", "1")  # as on a CPU with AVX-512 BF16 or AMX
+    output = tmp_path / "out"
+    stop_then_resume(cli, monkeypatch, finetune_args(tiny_base, data, output), 10)
+    straight = cli(*finetune_args(tiny_base, data, tmp_path / "straight"))
+    assert straight.exit_code == 0, straight.stderr
+    assert identical(weights(output), weights(tmp_path / "straight"))
+    assert json.loads((output / "metrics.json").read_text())["precision"] == "bf16"
 
 
 @pytest.mark.parametrize(
@@ -187,7 +208,7 @@ def test_resume_settings_are_keyed_by_the_configs_field_names_not_by_option_name
 
     from plmcli.checkpoints import read_manifest
     from plmcli.config import FinetuneConfig
-    from plmcli.training import finetune
+    from plmcli.run import finetune
 
     output, _ = interrupted
     settings = read_manifest(output / "checkpoints" / "checkpoint-10")["settings"]
@@ -417,3 +438,23 @@ def test_junk_in_the_checkpoints_directory_is_skipped_or_replaced(cli, interrupt
         "Warning: skipping checkpoint-20: plm-checkpoint.json is unreadable.",
     ]
     assert "(step 10)" in resumed.stderr and (output / "model.safetensors").is_file()
+
+
+def test_a_private_name_plm_relies_on_gone_leaves_its_speed_up_off_and_a_checkpointed_run_completes(
+    cli, tiny_base, data, tmp_path, monkeypatch
+):
+    """As a torch release without ``torch._softmax_backward_data`` would: one warning, then stock attention."""
+    import torch
+
+    monkeypatch.delattr(torch, "_softmax_backward_data")
+    output = tmp_path / "out"
+    stopped, resumed = stop_then_resume(cli, monkeypatch, finetune_args(tiny_base, data, output), 6)
+    for run in (stopped, resumed):
+        checks = [line for line in run.stderr.splitlines() if "checked on a test input" in line]
+        assert checks == [
+            "Warning: the faster dropout and attention was checked on a test input and failed (AttributeError: "
+            "module 'torch' has no attribute '_softmax_backward_data'); running without it."
+        ]
+    from transformers import AutoModelForSequenceClassification
+
+    assert AutoModelForSequenceClassification.from_pretrained(output).config.num_labels == 2

@@ -34,7 +34,7 @@ def test_python_dash_m_and_version():
 
 def test_finetune_defaults_match_the_config(cli, monkeypatch):
     received = []
-    monkeypatch.setattr("plmcli.training.finetune", lambda config: received.append(config) or _stop())
+    monkeypatch.setattr("plmcli.run.finetune", lambda config: received.append(config) or _stop())
     run = cli("finetune", "data.csv")
     assert run.exit_code == 3 and len(received) == 1
     expected = FinetuneConfig(data="data.csv")
@@ -46,7 +46,7 @@ def test_finetune_defaults_match_the_config(cli, monkeypatch):
 
 def test_finetune_options_reach_the_config(cli, monkeypatch):
     received = []
-    monkeypatch.setattr("plmcli.training.finetune", lambda config: received.append(config) or _stop())
+    monkeypatch.setattr("plmcli.run.finetune", lambda config: received.append(config) or _stop())
     cli(
         "finetune",
         "train.tsv",

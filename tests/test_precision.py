@@ -9,7 +9,7 @@ import pytest
 from plmcli import modeling
 from plmcli.config import FinetuneConfig, PredictConfig
 from plmcli.inference import load_for_inference
-from plmcli.training import finetune
+from plmcli.run import finetune
 from tests.conftest import sentiment_rows, write_csv
 
 
@@ -119,7 +119,7 @@ def test_bf16_for_predict_needs_995_of_1000_labels_unchanged_and_no_lost_accurac
     """reduced_precision_check with the logits of each precision made up: the rule, not the model."""
     from plmcli import inference
     from plmcli.data import tokenize
-    from plmcli.training import reduced_precision_check
+    from plmcli.tasks.classification import reduced_precision_check
 
     rows = 100
     references = np.arange(rows) % 2
@@ -175,7 +175,7 @@ def test_multi_label_agreement_is_judged_at_the_tuned_thresholds(tiny_classifier
     """fp32 and bf16 scores for label 0 are 0.73 and 0.92: the same label at 0.5, not at a tuned 0.9."""
     from plmcli import inference
     from plmcli.data import tokenize
-    from plmcli.training import reduced_precision_check
+    from plmcli.tasks.classification import reduced_precision_check
 
     rows = 20
     fp32 = np.tile(np.array([[1.0, 2.0]], dtype=np.float32), (rows, 1))

@@ -46,7 +46,7 @@ def test_cli_summary_and_outputs(cli, tiny_base, corpus_txt, tmp_path):
 
 def test_same_seed_same_metrics(tiny_base, corpus_txt, tmp_path):
     from plmcli.config import PretrainConfig
-    from plmcli.pretraining import pretrain
+    from plmcli.run import pretrain
 
     results = [
         pretrain(
@@ -158,7 +158,7 @@ def test_finetune_from_a_pretrain_output_says_what_is_new_and_records_the_lineag
 
 
 def test_cli_passes_its_options_to_the_engine(cli, monkeypatch):
-    import plmcli.pretraining
+    import plmcli.run
 
     seen = {}
 
@@ -166,7 +166,7 @@ def test_cli_passes_its_options_to_the_engine(cli, monkeypatch):
         seen["config"] = config
         raise SystemExit(0)
 
-    monkeypatch.setattr(plmcli.pretraining, "pretrain", fake_pretrain)
+    monkeypatch.setattr(plmcli.run, "pretrain", fake_pretrain)
     run = cli(
         "pretrain",
         "a.txt",

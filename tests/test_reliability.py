@@ -349,13 +349,23 @@ def test_labels_do_not_depend_on_batch_size_or_input_order(cli, tiny_classifier,
     assert labels(reversed_path, "32") == list(reversed(many))
 
 
-def test_the_same_seed_gives_identical_metrics_and_weights(cli, tiny_base, sentiment_csv, tmp_path):
+@pytest.mark.parametrize("cpu_bf16", ["0", "1"], ids=["auto-fp32", "auto-bf16"])
+def test_the_same_seed_gives_identical_metrics_and_weights(
+    cli, tiny_base, sentiment_csv, tmp_path, monkeypatch, cpu_bf16
+):
+    """Bit for bit, in whichever precision --precision auto resolves to (forced both ways on any CPU)."""
+    from plmcli import modeling
+
+    monkeypatch.setenv(modeling.FORCE_CPU_BF16, cpu_bf16)
     output, saved = tmp_path / "out", []
     for extra in ((), ("--overwrite",)):
         run = finetune(cli, tiny_base, sentiment_csv, output, "--epochs", "2", *extra)
         assert run.exit_code == 0, run.stderr
         saved.append({name: (output / name).read_bytes() for name in ("metrics.json", "model.safetensors")})
     assert saved[0] == saved[1]
+    metrics = json.loads(saved[0]["metrics.json"])
+    assert metrics["precision"] == ("bf16" if cpu_bf16 == "1" else "fp32")
+    assert "measured" not in metrics["precision_reason"]  # a fact about the CPU, never a timing
 
 
 def test_errors_leave_an_existing_model_untouched(cli, tiny_base, tiny_classifier, tmp_path):

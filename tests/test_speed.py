@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from plmcli import speed
+from plmcli import kernels, memory, speed
 
 
 def _tiny_config(**overrides):
@@ -105,7 +105,7 @@ def test_standard_undoes_every_change_and_saves_the_standard_model(tmp_path):
 def test_fast_dropout_keeps_the_same_share_and_scale():
     torch.manual_seed(0)
     dropout = torch.nn.Dropout(0.1)
-    dropout.__class__ = speed._FastDropout
+    dropout.__class__ = kernels._FastDropout
     ones = torch.ones(400_001)  # not a multiple of 4: the last 64-bit draw is used in part
     dropped = dropout.train()(ones)
     kept = dropped != 0
@@ -146,11 +146,11 @@ def test_fast_attention_with_dropout_masks_padding_and_drops_the_expected_share(
     mask = torch.ones(2, 1, 6, 6, dtype=torch.bool)
     mask[1, :, :, 4:] = False  # the last two keys of row 1 are padding
     value[1, :, 4:] = 1e6  # any weight on padding would show
-    output, _ = speed._attention(model.bert.encoder.layer[0].attention.self, query, key, value, mask, dropout=0.5)
+    output, _ = kernels._attention(model.bert.encoder.layer[0].attention.self, query, key, value, mask, dropout=0.5)
     assert output.shape == (2, 6, 4, 8)
     assert output[1].abs().max() < 1e3
     probabilities = torch.softmax(torch.zeros(1, 1, 1, 10_000), dim=-1)
-    kept = speed._dropout(probabilities, 0.5) != 0
+    kept = kernels._dropout(probabilities, 0.5) != 0
     assert abs(kept.float().mean().item() - 0.5) < 0.02
 
 
@@ -172,7 +172,7 @@ def test_masked_lm_loss_matches_cross_entropy_in_value_and_gradient():
     target = torch.randint(0, 501, (37,))
     target[3] = 0
     ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    loss = speed._cross_entropy(ours, target)
+    loss = kernels._cross_entropy(ours, target)
     expected = torch.nn.functional.cross_entropy(theirs, target)
     torch.testing.assert_close(loss, expected)
     (loss * 3).backward()
@@ -243,11 +243,11 @@ def test_recomputed_attention_gives_autograd_gradients_and_keeps_no_probabilitie
     kept = []
     torch.manual_seed(1)
     with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
-        output = speed._RecomputedAttention.apply(query, key, value, mask, 0.3)
+        output = kernels._RecomputedAttention.apply(query, key, value, mask, 0.3)
     grads = torch.autograd.grad(output, (query, key, value), grad)
     torch.manual_seed(1)  # the same dropout mask, through plain autograd
-    probabilities = speed._probabilities(query, key, mask)
-    drop, scale = speed._drop_mask(probabilities, 0.3)
+    probabilities = kernels._probabilities(query, key, mask)
+    drop, scale = kernels._drop_mask(probabilities, 0.3)
     expected = torch.matmul(torch.where(drop, 0.0, probabilities), value * scale)
     torch.testing.assert_close(output, expected, rtol=0, atol=0)
     for got, want in zip(grads, torch.autograd.grad(expected, (query, key, value), grad)):
@@ -265,14 +265,14 @@ def test_fast_attention_with_dropout_trains_like_autograd_of_its_own_forward():
     mask = torch.ones(2, 1, 6, 6, dtype=torch.bool)
     mask[1, :, :, 4:] = False
     torch.manual_seed(1)
-    output, _ = speed._attention(attention, query, key, value, mask, dropout=0.3)
+    output, _ = kernels._attention(attention, query, key, value, mask, dropout=0.3)
     grads = torch.autograd.grad(output.sum(), (query, key, value))
     torch.manual_seed(1)  # the same dropout mask, through plain autograd
     scores = torch.matmul(query * attention.scaling, key.transpose(2, 3)).masked_fill(
         ~mask, torch.finfo(torch.float32).min
     )
     probabilities = scores.softmax(dim=-1)
-    drop, scale = speed._drop_mask(probabilities, 0.3)
+    drop, scale = kernels._drop_mask(probabilities, 0.3)
     expected = torch.matmul(torch.where(drop, 0.0, probabilities), value * scale).transpose(1, 2)
     torch.testing.assert_close(output, expected, rtol=0, atol=1e-6)
     for got, want in zip(grads, torch.autograd.grad(expected.sum(), (query, key, value))):
@@ -284,12 +284,12 @@ def _resident_mb() -> float:
         return int(stream.read().split()[1]) * 4096 / 2**20
 
 
-@pytest.mark.skipif(not speed.reuse_freed_memory(), reason="glibc on Linux only")
+@pytest.mark.skipif(not memory.reuse_freed_memory(), reason="glibc on Linux only")
 def test_return_unused_memory_releases_pages_once_the_heap_has_grown(monkeypatch):
-    monkeypatch.setattr(speed, "_GROWTH_LIMIT", 64 << 20)
-    monkeypatch.setattr(speed, "_heap_at_trim", None)
-    assert not speed.return_unused_memory()  # the first call notes the heap's size
-    libc = speed._glibc()
+    monkeypatch.setattr(memory, "_GROWTH_LIMIT", 64 << 20)
+    monkeypatch.setattr(memory, "_heap_at_trim", None)
+    assert not memory.return_unused_memory()  # the first call notes the heap's size
+    libc = memory._glibc()
     start = libc.mallinfo2().arena
     # Blocks with small survivors between them, until the heap has grown past the limit (free holes
     # left by earlier tests fill first): freed, the blocks are holes the heap keeps.
@@ -299,14 +299,85 @@ def test_return_unused_memory_releases_pages_once_the_heap_has_grown(monkeypatch
         survivors.append(torch.ones(1024))
     del blocks
     before = _resident_mb()
-    assert speed.return_unused_memory()
+    assert memory.return_unused_memory()
     assert _resident_mb() < before - 60  # the holes' pages went back to the system
-    assert not speed.return_unused_memory()  # no growth since
+    assert not memory.return_unused_memory()  # no growth since
     assert all(float(tensor.sum()) == 1024 for tensor in survivors)  # memory in use is untouched
 
 
 def test_memory_callback_only_where_freed_memory_is_kept(monkeypatch):
-    monkeypatch.setattr(speed, "_reusing", False)
-    assert speed.memory_callback() is None
-    monkeypatch.setattr(speed, "_reusing", True)
-    assert type(speed.memory_callback()).__name__ == "ReturnUnusedMemory"
+    monkeypatch.setattr(memory, "_reusing", False)
+    assert memory.memory_callback() is None
+    monkeypatch.setattr(memory, "_reusing", True)
+    assert type(memory.memory_callback()).__name__ == "ReturnUnusedMemory"
+
+
+def _family(kind: str, head: str):
+    """A tiny model of a family: BERT, RoBERTa, XLM-R or DistilBERT, with dropout on (as in training)."""
+    import transformers
+
+    sizes = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    if kind == "distilbert":
+        config = transformers.DistilBertConfig(vocab_size=60, dim=32, n_layers=2, n_heads=4, hidden_dim=37)
+    else:
+        config = getattr(
+            transformers, {"bert": "BertConfig", "roberta": "RobertaConfig", "xlm-roberta": "XLMRobertaConfig"}[kind]
+        )(**sizes, max_position_embeddings=40)
+    config.num_labels = 3
+    prefix = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "distilbert": "DistilBert"}[kind]
+    torch.manual_seed(0)
+    return getattr(transformers, f"{prefix}For{head}")(config).train()
+
+
+def _classes(model) -> list[type]:
+    return [type(module) for module in model.modules()]
+
+
+@pytest.mark.parametrize(
+    ("kind", "head", "expected"),
+    [
+        ("bert", "SequenceClassification", ["score_first_token_only", "fast_dropout", "recompute_gelu"]),
+        ("bert", "MaskedLM", ["masked_positions_only", "fast_dropout", "recompute_gelu"]),
+        ("bert", "PreTraining", ["masked_positions_only", "fast_dropout", "recompute_gelu"]),
+        ("roberta", "SequenceClassification", ["fast_dropout", "recompute_gelu"]),
+        ("roberta", "MaskedLM", ["fast_dropout", "recompute_gelu"]),
+        ("xlm-roberta", "SequenceClassification", ["fast_dropout", "recompute_gelu"]),
+        ("distilbert", "SequenceClassification", []),
+        ("distilbert", "MaskedLM", []),
+    ],
+)
+def test_adapt_applies_each_speed_up_made_for_the_family_checked_and_standard_undoes_them(
+    kind, head, expected, capsys
+):
+    model = _family(kind, head)
+    stock = copy.deepcopy(model)
+    before = _classes(model)
+    assert speed.adapt(model, training=True, cpu=True) == expected
+    assert capsys.readouterr().err == ""  # every one agreed with the stock computation: no warning
+    assert model.training  # adapt leaves the model in the mode it found it
+    batch = speed._check_input(model)
+    model.eval(), stock.eval()
+    torch.testing.assert_close(
+        speed._figures(model, batch, True), speed._figures(stock, batch, True), rtol=1e-4, atol=1e-5
+    )
+    speed.standard(model)
+    assert _classes(model) == before
+    assert speed.adapt(_family(kind, head), training=False, cpu=True) == [
+        name for name in expected if name not in ("fast_dropout", "recompute_gelu")
+    ]
+
+
+def test_a_speed_up_that_disagrees_with_the_stock_model_is_left_off_with_one_warning(monkeypatch, capsys):
+    model = _family("bert", "MaskedLM")
+    before = _classes(model)
+    forward = speed._GeluOutput.forward
+    monkeypatch.setattr(speed._GeluOutput, "forward", lambda self, h, x: forward(self, h, x) * 1.01)
+    assert speed.adapt(model, training=True, cpu=True) == ["masked_positions_only", "fast_dropout"]
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert warnings == [
+        "Warning: GELU recomputed in the backward pass was checked on a test input and failed (its results differ "
+        "from the standard computation's); running without it."
+    ]
+    assert not any(isinstance(module, speed._GeluOutput) for module in model.modules())
+    speed.standard(model)
+    assert _classes(model) == before

@@ -121,7 +121,7 @@ def test_a_missing_pair_column_is_one_line_and_writes_nothing(cli, tiny_base, tm
 def tagger(tmp_path_factory, tiny_base):
     """A tiny multi-label model trained on tag_rows, and its data directory."""
     from plmcli.config import FinetuneConfig
-    from plmcli.training import finetune
+    from plmcli.run import finetune
 
     directory = tmp_path_factory.mktemp("tags")
     train = write_csv(directory / "tags.csv", ["text", "tags"], tag_rows(180))

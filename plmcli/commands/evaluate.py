@@ -62,7 +62,7 @@ def evaluate(
     drop_invalid: DropInvalidOption = False,
     allow_pickle: AllowPickleOption = False,
 ) -> None:
-    """Score a fine-tuned classifier on labelled data: metrics, confusion matrix, misclassified rows."""
+    """Score a fine-tuned model on labelled data: metrics, confusion matrix (scatter plot), the rows it got wrong."""
     config = EvaluateConfig(
         data=data,
         model=model,
@@ -90,6 +90,8 @@ def evaluate(
 def summary(result) -> str:
     """Metrics, per-class figures, the confusion matrix and the most confident mistakes, on one screen."""
     metrics = result.metrics
+    if metrics["task"] == "regression":
+        return regression_summary(result)
     names = list(metrics["per_class"])
     per_class = [
         [name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["support"]]
@@ -137,4 +139,29 @@ def summary(result) -> str:
         how = "read in overlapping windows" if long["handling"] == "sliding" else "truncated"
         lines += ["", f"{long['count']} texts were longer than the model's input limit and were {how}."]
     lines += ["", f"Report: {result.output}/ (metrics.json, confusion_matrix.png, errors.csv)"]
+    return "\n".join(lines)
+
+
+def regression_summary(result) -> str:
+    """A regression model's figures in the target's units and its largest errors, on one screen."""
+    metrics = result.metrics
+    figures = ["rmse", "mae", "pearson", "spearman", "r2"]
+    largest = [
+        [row[metrics["text_column"]], row[metrics["label_column"]], f"{row['predicted_value']:.4g}"]
+        for row in result.errors[:SHOWN_ERRORS]
+    ]
+    lines = [
+        f"{metrics['samples']} rows, target '{metrics['label_column']}':",
+        console.format_table(["RMSE", "MAE", "Pearson", "Spearman", "R²"], [[f"{metrics[k]:.4f}" for k in figures]]),
+        "",
+        f"The {len(largest)} largest errors:",
+        console.format_table(["text", "true", "predicted"], largest),
+    ]
+    if metrics["long_texts"]["count"]:
+        how = "read in overlapping windows" if metrics["long_texts"]["handling"] == "sliding" else "truncated"
+        lines += [
+            "",
+            f"{metrics['long_texts']['count']} texts were longer than the model's input limit and were {how}.",
+        ]
+    lines += ["", f"Report: {result.output}/ (metrics.json, scatter.png, errors.csv)"]
     return "\n".join(lines)

@@ -6,6 +6,7 @@ Usage:
     plm finetune tickets.jsonl --text-column body --label-column queue --model runs/pretrain
     plm finetune pairs.csv --text-column question --text-pair-column answer
     plm finetune news.csv --multi-label --label-separator ';' --epochs 20 --early-stopping 3
+    plm finetune essays.csv --task regression --label-column score --early-stopping 2 --metric pearson
 """
 
 import sys
@@ -34,6 +35,7 @@ from plmcli.options import (
     ResumeOption,
     SaveStepsOption,
     SeedOption,
+    Task,
     TextColumnOption,
     TextPairColumnOption,
 )
@@ -78,12 +80,21 @@ def finetune(
         ),
     ] = None,
     metric: Annotated[
-        Metric,
+        Optional[Metric],
         typer.Option(
-            help="What picks the best model for --early-stopping (micro_f1 with --multi-label only).",
+            help="What picks the best model for --early-stopping (micro_f1 with --multi-label only; rmse, pearson, "
+            "spearman, mae, r2 with --task regression). [default: macro_f1; rmse for --task regression]",
             case_sensitive=False,
         ),
-    ] = Metric.macro_f1,
+    ] = None,
+    task: Annotated[
+        Task,
+        typer.Option(
+            help="classification: labels (names or numbers); regression: one number per row, like a rating or "
+            "a score (predict gives a value).",
+            case_sensitive=False,
+        ),
+    ] = Task.classification,
     max_length: MaxLengthOption = 128,
     epochs: Annotated[float, typer.Option(min=0.0, help="Passes over the training data.")] = 3.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Examples per training step per device.")] = 32,
@@ -109,7 +120,7 @@ def finetune(
     drop_invalid: DropInvalidOption = False,
     allow_pickle: AllowPickleOption = False,
 ) -> None:
-    """Fine-tune a text classifier on a labelled file (text and label columns are detected)."""
+    """Fine-tune a text classifier (or, with --task regression, a regressor) on a labelled file."""
     if validation is not None and Path(validation).resolve() == Path(data).resolve():
         raise typer.BadParameter(
             "the validation file is the training file; pass another file.", param_hint="--validation"
@@ -127,7 +138,8 @@ def finetune(
         label_separator=label_separator,
         class_weights=class_weights.value,
         early_stopping=early_stopping,
-        metric=metric.value,
+        metric=metric.value if metric else None,
+        task=task.value,
         max_length=max_length,
         epochs=epochs,
         batch_size=batch_size,
@@ -145,7 +157,7 @@ def finetune(
         drop_invalid=drop_invalid,
         allow_pickle=allow_pickle,
     )
-    from plmcli.training import finetune as run_finetune
+    from plmcli.run import finetune as run_finetune
 
     console.out(summary(run_finetune(config)))
 
@@ -153,6 +165,8 @@ def finetune(
 def summary(result) -> str:
     """The one-screen report of a finished run: metrics, where the model is, how to use it."""
     metrics = result.metrics
+    if metrics["task"] == "regression":
+        return regression_summary(result)
     train, validation = metrics["train"], metrics["validation"]
     multi_label = metrics["task"] == "multi-label"
     headers = ["label", "precision", "recall", "f1", "support"] + (["threshold"] if multi_label else [])
@@ -198,5 +212,28 @@ def summary(result) -> str:
             if metrics["columns"]["pair"]
             else '"your text"'
         ),
+    ]
+    return "\n".join(lines)
+
+
+def regression_summary(result) -> str:
+    """The one-screen report of a finished regression run: figures in the target's units."""
+    metrics = result.metrics
+    train, validation, target = metrics["train"], metrics["validation"], metrics["target"]
+    figures = ["rmse", "mae", "pearson", "spearman", "r2"]
+    lines = [
+        "",
+        f"Trained on {train['samples']} rows in {result.timing['runtime_seconds']:.1f} s "
+        f"({result.timing['samples_per_second']:.1f} samples/s, {metrics['device']}, {metrics['precision']}).",
+        f"Validation ({metrics['validation_samples']} rows), in the units of '{target['column']}' "
+        f"(training mean {target['mean']:.4g}, standard deviation {target['std']:.4g}):",
+        "",
+        console.format_table(
+            ["RMSE", "MAE", "Pearson", "Spearman", "R²"], [[f"{validation[k]:.4f}" for k in figures]]
+        ),
+        "",
+        *result.notes,
+        f"Model saved to {result.output}/ (metrics.json, manifest.json, README.md, loss_curve.png, scatter.png).",
+        f'Predict with:  plm predict --model {result.output} "your text"',
     ]
     return "\n".join(lines)

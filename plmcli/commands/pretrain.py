@@ -158,7 +158,7 @@ def pretrain(
         allow_pickle=allow_pickle,
         preprocessing_workers=preprocessing_workers,
     )
-    from plmcli.pretraining import pretrain as run_pretrain
+    from plmcli.run import pretrain as run_pretrain
 
     console.out(summary(run_pretrain(config)))
 

@@ -1,0 +1,210 @@
+"""The one run skeleton: every training task plugs into ``execute``.
+
+A task (``plmcli/tasks/``) says what differs: its data, model and head, collator, loss and
+metrics, what it measures before and after training, what ``config.json``'s ``plm`` section
+tells predict, and its model card. The run does what every task shares, in this order:
+
+1. resolve the base model and check the output directory (nothing is written before every
+   input is checked), pick the checkpoint to resume;
+2. read and check the data (before any model loads), choose the device and precision;
+3. build the model, apply the speed-ups (each checked against the stock model), check the
+   settings against the checkpoint's (from the config's fields: see ``config.resume_settings``)
+   or clear old checkpoints;
+4. train in the HF Trainer (``plmcli.training``), measure, and write the model directory into
+   a staging directory that replaces the output only when complete, from one process.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from plmcli import checkpoints, console, memory, modeling, reporting, speed
+from plmcli.config import resume_settings
+from plmcli.outputs import check_output_dir, staged_dir, writing
+
+
+@dataclass
+class Built:
+    """What a task built for the Trainer, and what it decided on the way."""
+
+    model: object
+    tokenizer: object
+    train_set: object  # datasets.Dataset
+    collator: object
+    lr: float  # the peak learning rate: the user's, or the default for the model's width
+    max_length: int  # tokens per example, at most the model's limit
+    base_name: str  # the base model as the user reads it
+    lineage: list[str]  # the runs that made the base model, oldest first
+    resolved: dict = field(default_factory=dict)  # settings decided from the config, compared on --resume
+    eval_set: object = None
+    compute_metrics: object = None
+    compute_loss_func: object = None
+    callbacks: list = field(default_factory=list)
+    arguments: dict = field(default_factory=dict)  # the task's own TrainingArguments (evaluation, sampling, ...)
+
+
+@dataclass
+class Finished:
+    """What a task measured after training."""
+
+    metrics: dict  # the task's part of metrics.json
+    timing: dict  # runtime and throughput (manifest.json and the summary, never metrics.json)
+    model_settings: Optional[dict] = None  # config.json's ``plm`` section: how predict reads data for the model
+    resolved: dict = field(default_factory=dict)  # the task's part of manifest.json's "resolved"
+
+
+@dataclass
+class RunResult:
+    """What a run produced: where the model is and what metrics.json says about it."""
+
+    output: Path
+    metrics: dict  # metrics.json's content: the same for the same seed and data
+    timing: dict
+    notes: list[str] = field(default_factory=list)  # what the summary should point out
+
+
+class Task:
+    """What a kind of training run supplies to ``execute``; each method is one step of the run."""
+
+    lineage_step = "train"  # how the run is named in the model's lineage
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.notes: list[str] = []  # what the summary should point out
+
+    def source(self) -> Optional[modeling.ModelSource]:
+        """The base model (None: a model built from scratch)."""
+        return modeling.resolve(self.config.model, self.config.allow_pickle)
+
+    def inputs(self) -> tuple[str, ...]:
+        """The files the run reads: never replaced by --overwrite, recorded with their sha256."""
+        raise NotImplementedError
+
+    def read(self) -> None:
+        """Read and check the data, before any model is loaded."""
+        raise NotImplementedError
+
+    def input_files(self) -> list[str]:
+        """The files read, for manifest.json (a directory or glob given as input is resolved by the task)."""
+        return [path for path in self.inputs() if path and path != "-"]
+
+    def build(self, source, device: str, precision: str, resume_from: Optional[Path]) -> Built:
+        raise NotImplementedError
+
+    def before_training(self, built: Built, device: str, resumed_state: Optional[dict]) -> dict:
+        """What to measure before training; returns the state kept in each checkpoint for a resume."""
+        return {}
+
+    def finish(self, trainer, train_output, built: Built, device: str, precision: str) -> Finished:
+        raise NotImplementedError
+
+    def write(self, staging: Path, trainer, built: Built, metrics: dict, timing: dict) -> None:
+        """The model card and plots, beside the weights and metrics.json."""
+        raise NotImplementedError
+
+
+def execute(task: Task) -> RunResult:
+    """Run ``task`` from its config to a finished model directory (see the module's docstring)."""
+    from plmcli.training import train, training_arguments
+
+    config = task.config
+    source = task.source()
+    local_model = (source.location,) if source is not None and source.local else ()
+    output = check_output_dir(config.output, config.overwrite, task.inputs() + local_model, resume=config.resume)
+    run_dir = checkpoints.run_dir(output)
+    resume_from = checkpoints.newest_complete(run_dir, config.output) if config.resume else None
+    task.read()
+    device = modeling.choose_device(config.device)
+    if device == "cpu":
+        memory.reuse_freed_memory()  # process-wide: freed activations stay in the heap for the next step
+    precision, precision_reason = checkpoints.resumed_precision(
+        resume_from, config.precision, modeling.training_precision(config.precision, device)
+    )
+    modeling.quiet_libraries(with_datasets=True)
+    from transformers import set_seed
+
+    set_seed(config.seed)  # a new head's initial weights come from the seed too
+    built = task.build(source, device, precision, resume_from)
+    speed.adapt(built.model, training=True, cpu=device == "cpu")
+    settings = resume_settings(
+        config,
+        **built.resolved,
+        lr=built.lr,
+        max_length=built.max_length,
+        precision=precision,
+        processes=console.world_size(),
+    )
+    resumed_state = checkpoints.start_from(resume_from, config, settings)["state"] if resume_from else None
+    if resume_from is None:
+        checkpoints.clear(run_dir)
+    state = task.before_training(built, device, resumed_state)
+
+    with staged_dir(output) as staging:
+        arguments = training_arguments(config, run_dir, device, precision, built.lr, built.arguments)
+        trainer, train_output = train(
+            config.command,
+            resume_from=resume_from,
+            settings=settings,
+            state=state,
+            callbacks=built.callbacks,
+            model=built.model,
+            args=arguments,
+            train_dataset=built.train_set,
+            eval_dataset=built.eval_set,
+            data_collator=built.collator,
+            processing_class=built.tokenizer,
+            compute_metrics=built.compute_metrics,
+            compute_loss_func=built.compute_loss_func,
+        )
+        finished = task.finish(trainer, train_output, built, device, precision)
+        metrics = {
+            **finished.metrics,
+            "device": device,
+            "precision": precision,
+            "precision_reason": precision_reason,
+            "seed": config.seed,
+            "world_size": trainer.args.world_size,
+            "effective_batch_size": config.batch_size * trainer.args.world_size,
+            "lineage": [*built.lineage, f"{task.lineage_step} -> {config.output}"],
+        }
+        if console.is_main_process():  # one writer under torchrun / accelerate
+            _write(task, staging, output, trainer, built, finished, metrics, local_model)
+    return RunResult(output=output, metrics=metrics, timing=finished.timing, notes=task.notes)
+
+
+def _write(task: Task, staging: Path, output: Path, trainer, built: Built, finished: Finished, metrics, local_model):
+    """The model directory, in staging: weights, tokenizer, metrics.json, the task's reports, manifest.json last."""
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)  # no autocast wrapper
+    speed.standard(model)  # saved as the model transformers would have written
+    if finished.model_settings is not None:
+        model.config.plm = finished.model_settings  # how plm predict and evaluate read data for this model
+    with writing(output):  # a full disk leaves what was there as it was
+        model.save_pretrained(staging)
+        built.tokenizer.save_pretrained(staging)
+        reporting.write_json(staging / "metrics.json", metrics)
+        task.write(staging, trainer, built, metrics, finished.timing)
+        resolved = {
+            **finished.resolved,
+            "base_model": built.base_name,
+            "learning_rate": built.lr,
+            "max_length": built.max_length,
+            "device": metrics["device"],
+            "precision": metrics["precision"],
+            "precision_reason": metrics["precision_reason"],
+        }
+        inputs = task.input_files() + list(local_model)
+        reporting.write_manifest(staging / "manifest.json", task.config, resolved, inputs, finished.timing)
+
+
+def finetune(config) -> RunResult:
+    """Fine-tune a sequence classifier (or regressor, with ``task="regression"``) and write it to ``config.output``."""
+    from plmcli.tasks import for_finetune
+
+    return execute(for_finetune(config))
+
+
+def pretrain(config) -> RunResult:
+    """Continue (or start) masked-LM pretraining on a corpus and write the model to ``config.output``."""
+    from plmcli.tasks.masked_lm import MaskedLMTask
+
+    return execute(MaskedLMTask(config))
