@@ -91,7 +91,7 @@ class Task:
     def build(self, source, device: str, precision: str, resume_from: Optional[Path]) -> Built:
         raise NotImplementedError
 
-    def before_training(self, built: Built, device: str, resumed_state: Optional[dict]) -> dict:
+    def before_training(self, built: Built, device: str, precision: str, resumed_state: Optional[dict]) -> dict:
         """What to measure before training; returns the state kept in each checkpoint for a resume."""
         return {}
 
@@ -137,7 +137,7 @@ def execute(task: Task) -> RunResult:
     resumed_state = checkpoints.start_from(resume_from, config, settings)["state"] if resume_from else None
     if resume_from is None:
         checkpoints.clear(run_dir)
-    state = task.before_training(built, device, resumed_state)
+    state = task.before_training(built, device, precision, resumed_state)
 
     with staged_dir(output) as staging:
         arguments = training_arguments(config, run_dir, device, precision, built.lr, built.arguments)

@@ -312,11 +312,13 @@ def test_memory_callback_only_where_freed_memory_is_kept(monkeypatch):
     assert type(memory.memory_callback()).__name__ == "ReturnUnusedMemory"
 
 
-def _family(kind: str, head: str):
+def _family(kind: str, head: str, vocab_size: int = 60):
     """A tiny model of a family: BERT, RoBERTa, XLM-R or DistilBERT, with dropout on (as in training)."""
     import transformers
 
-    sizes = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    sizes = dict(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37
+    )
     if kind == "distilbert":
         config = transformers.DistilBertConfig(vocab_size=60, dim=32, n_layers=2, n_heads=4, hidden_dim=37)
     else:
@@ -357,9 +359,11 @@ def test_adapt_applies_each_speed_up_made_for_the_family_checked_and_standard_un
     assert model.training  # adapt leaves the model in the mode it found it
     batch = speed._check_input(model)
     model.eval(), stock.eval()
-    torch.testing.assert_close(
-        speed._figures(model, batch, True), speed._figures(stock, batch, True), rtol=1e-4, atol=1e-5
-    )
+    ours, theirs = speed._figures(model, batch, True), speed._figures(stock, batch, True)
+    assert len(ours) == len(theirs) > 2  # the loss and the gradients
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
     speed.standard(model)
     assert _classes(model) == before
     assert speed.adapt(_family(kind, head), training=False, cpu=True) == [
@@ -381,3 +385,10 @@ def test_a_speed_up_that_disagrees_with_the_stock_model_is_left_off_with_one_war
     assert not any(isinstance(module, speed._GeluOutput) for module in model.modules())
     speed.standard(model)
     assert _classes(model) == before
+
+
+def test_the_self_check_holds_a_real_vocabulary_size_to_the_tensor_not_to_each_element(capsys):
+    """An MLM head over 30,522 words sums gradients in another order: the same tensor to ~1e-6, not each element."""
+    model = _family("bert", "MaskedLM", vocab_size=30522)
+    assert speed.adapt(model, training=True, cpu=True) == ["masked_positions_only", "fast_dropout", "recompute_gelu"]
+    assert capsys.readouterr().err == ""
