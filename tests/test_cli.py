@@ -44,6 +44,19 @@ def test_finetune_defaults_match_the_config(cli, monkeypatch):
     assert received[0].command == ["plm", "finetune", "data.csv"]
 
 
+def test_finetune_task_regression_reaches_the_config_with_its_own_default_metric(cli, monkeypatch):
+    received = []
+    monkeypatch.setattr("plmcli.run.finetune", lambda config: received.append(config) or _stop())
+    cli("finetune", "scores.csv", "--task", "regression")
+    cli("finetune", "scores.csv", "--task", "regression", "--metric", "pearson", "--early-stopping", "2")
+    assert [(config.task, config.metric) for config in received] == [("regression", "rmse"), ("regression", "pearson")]
+    refused = cli("finetune", "scores.csv", "--task", "regression", "--multi-label")
+    assert refused.exit_code == 2
+    assert refused.error_line == (
+        "Error: --multi-label is for classification; a regression target is one number per row."
+    )
+
+
 def test_finetune_options_reach_the_config(cli, monkeypatch):
     received = []
     monkeypatch.setattr("plmcli.run.finetune", lambda config: received.append(config) or _stop())
