@@ -190,7 +190,8 @@ class SequenceTask(Task):
             "runtime_seconds": round(train_output.metrics["train_runtime"], 2),
             "samples_per_second": round(train_output.metrics["train_samples_per_second"], 2),
         }
-        return Finished(metrics=metrics, timing=timing, model_settings=model_settings, resolved=model_settings)
+        resolved = {**model_settings, **self.resolved_targets()}  # manifest.json: labels or the target's scale
+        return Finished(metrics=metrics, timing=timing, model_settings=model_settings, resolved=resolved)
 
     def report(self, outputs, references, trainer, built: Built, device: str, precision: str) -> tuple[dict, dict]:
         """The validation report from the outputs (rows, head outputs) and references, and config.json's settings.

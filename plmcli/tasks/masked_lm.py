@@ -89,7 +89,7 @@ def evaluate_masked_lm(model, batches: list[dict], device: str, precision: str =
     model.eval()
     loss_sum, masked, correct, pairs, pairs_correct = 0.0, 0, 0, 0, 0
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    autocast = torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None)
+    autocast = torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype is not None)
     with torch.inference_mode(), autocast:
         for batch in batches:
             batch = {name: tensor.to(device) for name, tensor in batch.items()}
