@@ -166,8 +166,8 @@ def start_from(checkpoint: Path, config, settings: dict) -> dict:
 def resumed_precision(checkpoint: Optional[Path], requested: str, chosen: tuple[str, str]) -> tuple[str, str]:
     """(precision, reason) for a run: on --resume with --precision auto, the one the interrupted run used.
 
-    auto on a CPU is measured; a resumed run keeps what was measured then rather than being refused
-    because a new measurement came out the other side of the line.
+    A resumed run keeps the interrupted run's choice rather than being refused when auto would now
+    choose otherwise (another machine, or a cached measurement made again).
     """
     if checkpoint is None or requested != "auto":
         return chosen

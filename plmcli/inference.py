@@ -338,7 +338,7 @@ def predict(config: PredictConfig) -> PredictResult:
         _prediction_row(record, probs, picked, classifier, (label_column, score_column), top_k, config.all_scores)
         for record, probs, picked in zip(records, probabilities, chosen)
     ]
-    empty = [i for i, text in enumerate(texts) if not str(text).strip() or (pairs and not str(pairs[i]).strip())]
+    empty = _empty_rows(texts, pairs)
     for i in empty:  # a row without text keeps its place in the output, with no prediction
         rows[i].update(dict.fromkeys([label_column, score_column, *extra]))
     if empty:
@@ -350,6 +350,11 @@ def predict(config: PredictConfig) -> PredictResult:
     if output is not None:
         write_text_atomic(output, render(result))
     return result
+
+
+def _empty_rows(texts: list[str], pairs) -> list[int]:
+    """The rows with no text (or no pair text): they keep their place in the output, with no prediction."""
+    return [i for i, text in enumerate(texts) if not str(text).strip() or (pairs and not str(pairs[i]).strip())]
 
 
 def _value_rows(config, values: np.ndarray, texts: list[str], pairs, table) -> tuple[list[dict], list[str], list[str]]:
@@ -365,7 +370,7 @@ def _value_rows(config, values: np.ndarray, texts: list[str], pairs, table) -> t
         console.info(f"The input has its own value column; predictions are in '{column}'.")
     records = table.to_dict("records") if table is not None else [{"text": text} for text in texts]
     rows = [{**record, column: float(value)} for record, value in zip(records, values)]
-    empty = [i for i, text in enumerate(texts) if not str(text).strip() or (pairs and not str(pairs[i]).strip())]
+    empty = _empty_rows(texts, pairs)
     for i in empty:  # a row without text keeps its place in the output, with no prediction
         rows[i][column] = None
     if empty:

@@ -382,12 +382,12 @@ def _attention_backward_agrees() -> bool:
     return _agree([ours.detach(), *ours_grads], [plain.detach(), *plain_grads])
 
 
-# What each speed-up is called in a warning, and whether it changes training only (False: inference too).
+# Each speed-up: how a warning names it, and whether it changes training only (False: inference too).
 ADAPTERS = {
-    "score_first_token_only": ("the [CLS]-only last layer", False),
-    "masked_positions_only": ("the masked-positions-only prediction head", False),
-    "fast_dropout": ("the faster dropout and attention", True),
-    "recompute_gelu": ("GELU recomputed in the backward pass", True),
+    score_first_token_only: ("the [CLS]-only last layer", False),
+    masked_positions_only: ("the masked-positions-only prediction head", False),
+    fast_dropout: ("the faster dropout and attention", True),
+    recompute_gelu: ("GELU recomputed in the backward pass", True),
 }
 
 
@@ -402,33 +402,34 @@ def adapt(model, training: bool, cpu: bool) -> list[str]:
     """
     from plmcli import console
 
-    names = [name for name, (_, training_only) in ADAPTERS.items() if not training_only or (training and cpu)]
+    chosen = [apply for apply, (_, training_only) in ADAPTERS.items() if not training_only or (training and cpu)]
     batch = _check_input(model)
     was_training = model.training
     model.eval()  # no dropout: the stock and the changed model compute the same thing
     try:
         stock = _figures(model, batch, training)
         applied = []
-        for name in names:
+        for apply in chosen:
             try:
-                if not globals()[name](model):
+                if not apply(model):
                     continue
                 agrees = _agree(_figures(model, batch, training), stock)
-                if agrees and name == "fast_dropout" and training:
+                if agrees and apply is fast_dropout and training:
                     agrees = _attention_backward_agrees()
                 reason = "its results differ from the standard computation's"
             except Exception as exc:  # a renamed or changed library internal: run without this speed-up
                 agrees, reason = False, f"{type(exc).__name__}: {str(exc)[:120]}"
             if agrees:
-                applied.append(name)
+                applied.append(apply)
                 continue
             standard(model)
             for earlier in applied:
-                globals()[earlier](model)
-            console.warn(f"{ADAPTERS[name][0]} was checked on a test input and failed ({reason}); running without it.")
+                earlier(model)
+            label = ADAPTERS[apply][0]
+            console.warn(f"{label} was checked on a test input and failed ({reason}); running without it.")
     finally:
         model.train(was_training)
-    return applied
+    return [apply.__name__ for apply in applied]
 
 
 def standard(model) -> None:
