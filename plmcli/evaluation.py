@@ -19,7 +19,7 @@ from plmcli import console, data, reporting
 from plmcli.config import EvaluateConfig
 from plmcli.errors import PlmError
 from plmcli.inference import load_for_inference, to_csv
-from plmcli.outputs import check_output_dir, staged_dir
+from plmcli.outputs import Claim, check_output_dir, claimed, staged_dir
 
 
 @dataclass
@@ -39,8 +39,12 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         config.output or str(Path(config.model) / "eval"),
         config.overwrite,
         (config.data, config.model),  # never the model directory itself
-        marker="metrics.json",
     )
+    with claimed(output) as claim:  # no other plm run writes this report until this one ends
+        return _evaluate(config, claim)
+
+
+def _evaluate(config: EvaluateConfig, claim: Claim) -> EvaluationResult:
     frame = data.read_table(config.data, config.encoding)
     classifier = load_for_inference(config)
     saved = classifier.trained_with
@@ -58,7 +62,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
     if len(rows.kept) < len(frame):
         console.warn(f"--drop-invalid: skipped {len(frame) - len(rows.kept)} rows with an empty text or label.")
     if classifier.regression:
-        return _evaluate_regression(config, output, frame, classifier, columns, rows)
+        return _evaluate_regression(config, claim, frame, classifier, columns, rows)
     label_names = classifier.label_names
     label2id = {name: i for i, name in enumerate(label_names)}
     given = {name for y in rows.labels for name in y} if separator else set(rows.labels)
@@ -115,7 +119,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
                     "predicted_score": float(probabilities[i].max()),
                 }
             )
-    with staged_dir(output) as staging:
+    with staged_dir(claim) as staging:
         reporting.write_json(staging / "metrics.json", metrics)
         (staging / "errors.csv").write_text(to_csv(errors, list(errors[0])) if errors else "", encoding="utf-8")
         reporting.plot_confusion_matrix(
@@ -125,10 +129,11 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
             f"{config.model} on {config.data}",
             [*label_names, "(none)"] if classifier.multi_label else None,
         )
-    return EvaluationResult(output=output, metrics=metrics, errors=errors)
+        reporting.write_manifest(staging / "manifest.json", config, {}, [config.data])
+    return EvaluationResult(output=claim.path, metrics=metrics, errors=errors)
 
 
-def _evaluate_regression(config: EvaluateConfig, output: Path, frame, classifier, columns, rows) -> EvaluationResult:
+def _evaluate_regression(config: EvaluateConfig, claim: Claim, frame, classifier, columns, rows) -> EvaluationResult:
     """A regression model's report: metrics in the target's units, scatter.png, errors.csv (largest errors first)."""
     from plmcli import metrics as scoring
 
@@ -153,13 +158,14 @@ def _evaluate_regression(config: EvaluateConfig, output: Path, frame, classifier
         {**records[rows.kept[i]], "predicted_value": float(predicted[i]), "error": float(predicted[i] - true[i])}
         for i in np.argsort(-np.abs(predicted - true), kind="stable")
     ]
-    with staged_dir(output) as staging:
+    with staged_dir(claim) as staging:
         reporting.write_json(staging / "metrics.json", metrics)
         (staging / "errors.csv").write_text(to_csv(errors, list(errors[0])), encoding="utf-8")
         reporting.plot_scatter(
             staging / "scatter.png", true, predicted, columns.label, f"{config.model} on {config.data}"
         )
-    return EvaluationResult(output=output, metrics=metrics, errors=errors)
+        reporting.write_manifest(staging / "manifest.json", config, {}, [config.data])
+    return EvaluationResult(output=claim.path, metrics=metrics, errors=errors)
 
 
 def _present(column, frame):

@@ -287,7 +287,7 @@ def _prediction_row(
 
 def predict(config: PredictConfig) -> PredictResult:
     """Classify the texts of ``config`` and render (or write) the results."""
-    inputs = (config.file,) if config.file else ()
+    inputs = (config.model, *([config.file] if config.file else []))  # never written, --overwrite or not
     output = check_output_file(config.output, config.overwrite, inputs) if config.output else None
     output_format = _output_format(config)
     if config.file is not None:
@@ -310,7 +310,7 @@ def predict(config: PredictConfig) -> PredictResult:
         shown = [text_column or "text", *([pair_column] if pairs is not None else []), *shown]
         result = PredictResult(rows, columns, shown, output_format, output, len(texts) / max(elapsed, 1e-9))
         if output is not None:
-            write_text_atomic(output, render(result))
+            write_text_atomic(output, render(result), replace=config.overwrite)
         return result
     chosen = classifier.chosen(probabilities)
     label_names = classifier.label_names
@@ -348,7 +348,7 @@ def predict(config: PredictConfig) -> PredictResult:
     shown += [label_column, score_column] + extra
     result = PredictResult(rows, columns, shown, output_format, output, len(texts) / max(elapsed, 1e-9))
     if output is not None:
-        write_text_atomic(output, render(result))
+        write_text_atomic(output, render(result), replace=config.overwrite)
     return result
 
 

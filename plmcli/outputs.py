@@ -5,29 +5,35 @@ into place only when complete, so a crash, a full disk or Ctrl-C never leaves a 
 model under the final name, and ``--overwrite`` keeps the old model until the new one is whole.
 """
 
+import errno
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from plmcli import console
 from plmcli.errors import RUNTIME_FAILURE, PlmError
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 CHECKPOINTS = "checkpoints"  # where a training run keeps its checkpoints, under its output directory
+MANIFEST = "manifest.json"  # what plm writes last into every output directory (reporting.write_manifest)
 
 
-def check_output_dir(
-    output: str, overwrite: bool, inputs: tuple[str, ...] = (), marker: str = "config.json", resume: bool = False
-) -> Path:
+def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = (), resume: bool = False) -> Path:
     """The output directory, refused when it is a file, or non-empty without ``overwrite`` or ``resume``.
 
-    ``--overwrite`` replaces only a directory plm wrote (one holding ``marker``: config.json for a
-    model, metrics.json for an evaluation; or the checkpoints of an unfinished run), never the
-    working directory, one of its parents, or a directory that holds one of ``inputs``.
-    With ``resume`` the directory is the unfinished run's.
+    ``--overwrite`` replaces only a directory that is empty or that plm wrote (see ``plm_wrote``):
+    never a directory holding files plm did not write, the working directory, one of its parents,
+    or a directory that holds one of ``inputs``. With ``resume`` the directory is the unfinished run's.
     """
     path = Path(output)
     if path.exists() and not path.is_dir():
@@ -35,9 +41,9 @@ def check_output_dir(
     _check_parents(path, output)
     if resume:  # which checkpoint, if any, is for checkpoints.newest_complete to say
         return path
-    unfinished = (path / CHECKPOINTS).is_dir() and any((path / CHECKPOINTS).glob("checkpoint-*"))
     if not path.is_dir() or not any(path.iterdir()):
         return path
+    unfinished = _names(path) == {CHECKPOINTS} and any((path / CHECKPOINTS).glob("checkpoint-*"))
     if not overwrite:
         if unfinished:
             raise PlmError(
@@ -53,17 +59,64 @@ def check_output_dir(
     for item in inputs:
         if item != "-" and (resolved == Path(item).resolve() or resolved in Path(item).resolve().parents):
             raise PlmError(f"--output {output} holds the input {item}; choose another --output.")
-    if not (path / marker).is_file() and not unfinished:
-        what = "a model directory" if marker == "config.json" else "a directory plm wrote"
-        raise PlmError(f"--overwrite replaces only {what}, and {output} has no {marker}; choose another --output.")
+    if not unfinished:
+        foreign = _not_written_by_plm(path)
+        if foreign:
+            raise PlmError(
+                f"--overwrite replaces only a directory plm wrote, and {output} holds what plm did not write "
+                f"({_some(foreign)}), which would be lost; choose another --output."
+            )
     return path
 
 
+def plm_wrote(path: Path) -> Optional[dict]:
+    """The manifest.json of a directory plm wrote (it names the plm version that wrote it), else None."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    versions = manifest.get("versions") if isinstance(manifest, dict) else None
+    return manifest if isinstance(versions, dict) and "plm" in versions else None
+
+
+def _not_written_by_plm(path: Path) -> list[str]:
+    """The entries of directory ``path`` that plm did not write, which replacing it would lose.
+
+    Without plm's manifest, every entry; with it, those its manifest does not list, apart from
+    checkpoints and directories plm wrote inside it (an evaluation report, ``eval/``).
+    """
+    manifest = plm_wrote(path)
+    if manifest is None:
+        return sorted(_names(path))
+    listed = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    return sorted(
+        name
+        for name in _names(path) - set(listed) - {MANIFEST, CHECKPOINTS}
+        if not ((path / name).is_dir() and plm_wrote(path / name))
+    )
+
+
+def _some(names: list[str]) -> str:
+    """'a, b and 2 more' for a message."""
+    shown = ", ".join(names[:3])
+    return f"{shown} and {len(names) - 3} more" if len(names) > 3 else shown
+
+
+def _names(path: Path) -> set[str]:
+    """The names in directory ``path``; none when it does not exist."""
+    try:
+        return set(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
 def check_output_file(output: str, overwrite: bool, inputs: tuple[str, ...] = ()) -> Path:
-    """An output file that may be written: not a directory, not an input, not an existing file unless ``overwrite``."""
+    """An output file that may be written: not a directory, not an existing file unless ``overwrite``, and never
+    a file the command reads (one of ``inputs``, or a file inside an input directory such as the model's)."""
     path = Path(output)
-    if any(item != "-" and Path(item).resolve() == path.resolve() for item in inputs):
-        raise PlmError(f"--output {output} is the input file; choose another --output.")
+    read = _read_by(path, inputs)
+    if read is not None:
+        raise PlmError(f"--output {output} is {read}, which this command reads; choose another --output.")
     if path.is_dir():
         raise PlmError(f"--output {output} is a directory; expected a file name.")
     if path.exists() and not overwrite:
@@ -72,6 +125,26 @@ def check_output_file(output: str, overwrite: bool, inputs: tuple[str, ...] = ()
     if not path.parent.is_dir():
         raise PlmError(f"cannot write {output}: directory {path.parent} does not exist.")
     return path
+
+
+def _read_by(path: Path, inputs: tuple[str, ...]) -> Optional[str]:
+    """How an input of the command is reached through ``path`` ("the input file X", "a file of X"), or None.
+
+    A path is compared as written (absolute) and with its links resolved: replacing either name
+    would take the input's name, and a hard link to an input is the input itself.
+    """
+    names = {Path(os.path.abspath(path)), path.resolve()}
+    for item in inputs:
+        if not item or item == "-":
+            continue
+        source = Path(item)
+        places = {Path(os.path.abspath(source)), source.resolve()}
+        if source.is_dir():
+            if path.exists() and any(place in name.parents for name in names for place in places):
+                return f"a file of {item}"
+        elif names & places or (path.exists() and source.exists() and os.path.samefile(path, source)):
+            return f"the input file {item}"
+    return None
 
 
 def _check_parents(path: Path, output: str) -> None:
@@ -101,13 +174,79 @@ def wait_for_all() -> None:
         dist.barrier()
 
 
+@dataclass(frozen=True)
+class Claim:
+    """An output directory held by this run: its path, and the names it held when the run began."""
+
+    path: Path
+    present: frozenset  # what the run was allowed to replace (checked by check_output_dir)
+
+
 @contextmanager
-def staged_dir(final: Path) -> Iterator[Path]:
-    """Yield an empty staging directory; on success it replaces ``final``, on failure it is removed.
+def claimed(output: Path) -> Iterator[Claim]:
+    """Hold ``output`` for the run: no other plm run may write it until this one ends.
+
+    An exclusive lock on a hidden file beside it (``.NAME.plm-lock``, holding the process id),
+    taken without waiting: a second run into the same output stops at once with one line. The
+    names ``output`` holds now are what ``staged_dir`` may replace at the end. Only the main
+    process of a distributed run locks. Directories made to hold the lock are removed again
+    when the run leaves nothing in them.
+    """
+    if fcntl is None or not console.is_main_process():  # no flock (Windows): the rename's re-check still holds
+        yield Claim(output, frozenset(_names(output)))
+        return
+    made = [parent for parent in [output.parent, *output.parent.parents] if not parent.exists()]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lock = output.parent / f".{output.name}.plm-lock"
+    handle = _lock(lock, output)
+    try:
+        os.ftruncate(handle, 0)
+        os.write(handle, f"{os.getpid()}\n".encode())
+        yield Claim(output, frozenset(_names(output)))
+    finally:
+        os.unlink(lock)  # before the lock goes: a run waiting on this file finds it gone and locks a new one
+        os.close(handle)
+        for parent in made:
+            try:
+                parent.rmdir()
+            except OSError:  # not empty: the run wrote there
+                break
+
+
+def _lock(lock: Path, output: Path) -> int:
+    """An open descriptor of ``lock`` holding its exclusive flock (the file still under that name), or PlmError."""
+    while True:
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(handle, 32).decode(errors="replace").strip() or "unknown"
+            os.close(handle)
+            raise PlmError(
+                f"another plm run (process {holder}) is writing {output}; wait for it to end, or choose "
+                "another --output."
+            ) from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(handle).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        os.close(handle)  # the run that held it removed the file meanwhile: lock the new one
+
+
+@contextmanager
+def staged_dir(claim: Claim) -> Iterator[Path]:
+    """Yield an empty staging directory; on success it replaces ``claim.path``, on failure it is removed.
+
+    The output is checked again at the rename: if anything appeared in it during the run (other
+    than this run's checkpoints), or a file or another directory took its name, it is left as it
+    was, the finished result is renamed to a free sibling name (``NAME-2``, ...), and the run
+    ends with one line saying where it is (exit 1).
 
     In a distributed run every rank gets the same staging path, only rank 0 creates, finishes,
     renames or removes it, and the rename waits until every rank has left the block.
     """
+    final = claim.path
     main = console.is_main_process()
     shared = _shared_staging_name(final)
     if shared is None:
@@ -124,16 +263,48 @@ def staged_dir(final: Path) -> Iterator[Path]:
             wait_for_all()  # every rank is done with the staging directory (and its checkpoints)
         if main:
             _finish_tree(staging)
-            if final.exists():
-                backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-                os.replace(final, backup / final.name)
-                os.replace(staging, final)
-                shutil.rmtree(backup, ignore_errors=True)
-            else:
-                os.replace(staging, final)
+            _publish(staging, claim)
     finally:
         if main and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, claim: Claim) -> None:
+    """Rename ``staging`` to ``claim.path``, replacing only what the run was allowed to replace."""
+    final = claim.path
+    if not final.exists():
+        try:
+            os.rename(staging, final)  # POSIX never lets this replace a file or a non-empty directory
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise
+    if final.exists() and not final.is_dir():
+        appeared = ["a file"]
+    else:
+        appeared = sorted(_names(final) - claim.present - {CHECKPOINTS})
+    if appeared:
+        aside = _free_name(final)
+        os.rename(staging, aside)
+        raise PlmError(
+            f"{final} changed during this run ({_some(appeared)} appeared); it was left as it was, and the "
+            f"finished result is in {aside}.",
+            RUNTIME_FAILURE,
+        )
+    backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    os.replace(final, backup / final.name)
+    os.replace(staging, final)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _free_name(path: Path) -> Path:
+    """The first of NAME-2, NAME-3, ... (before the extension of a file) that does not exist beside ``path``."""
+    number = 2
+    while True:
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+        number += 1
 
 
 @contextmanager
@@ -152,8 +323,13 @@ def writing(final: Path) -> Iterator[None]:
         raise PlmError(f"could not write the model to {final}: {reason}. {final} {what}.", RUNTIME_FAILURE) from exc
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file through a temporary sibling, so readers see the old file or the new one, never half."""
+def write_text_atomic(path: Path, text: str, replace: bool) -> None:
+    """Write a file through a temporary sibling, so readers see the old file or the new one, never half.
+
+    Without ``replace`` the file gets its name only if nothing took that name during the run (a hard
+    link, which never replaces); if something did, it is left as it was, the text goes to a free
+    sibling name, and one line says where (exit 1).
+    """
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
@@ -163,10 +339,33 @@ def write_text_atomic(path: Path, text: str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; a written file gets the usual mode
-        os.replace(temporary, path)
+        if replace:
+            os.replace(temporary, path)
+        else:
+            _link_new(Path(temporary), path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _link_new(temporary: Path, path: Path) -> None:
+    """Give ``temporary`` the name ``path`` unless that name is taken (then keep it aside and say so)."""
+    try:
+        os.link(temporary, path)
+        return
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links: check, then rename
+        if not path.exists():
+            os.replace(temporary, path)
+            return
+    aside = _free_name(path)
+    os.replace(temporary, aside)
+    raise PlmError(
+        f"{path} was created by something else during this run; it was left as it was, and the results are in "
+        f"{aside}.",
+        RUNTIME_FAILURE,
+    )
 
 
 def _finish_tree(directory: Path) -> None:

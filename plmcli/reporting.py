@@ -61,7 +61,8 @@ def write_manifest(path: Path, config, resolved: dict, inputs, timing: Optional[
     the seed, the version of Python, plm and each library, the size and sha256 of every input
     file (data files, corpus files, a local base model's files), how long training took (kept
     here, so that metrics.json is the same for the same seed and data), and the size and sha256 of
-    every file written beside it before it.
+    every file written beside it before it. An evaluation report has one too (without seed or timing):
+    it is how ``--overwrite`` knows a directory is plm's (``outputs.plm_wrote``).
     """
     versions = {"python": platform.python_version(), "plm": __version__}
     for package in PACKAGES:
@@ -73,10 +74,10 @@ def write_manifest(path: Path, config, resolved: dict, inputs, timing: Optional[
     write_json(
         path,
         {
-            "command": config.command or [sys.executable, "(Python API)"],
+            "command": getattr(config, "command", None) or [sys.executable, "(Python API)"],
             "settings": settings,
             "resolved": resolved,
-            "seed": config.seed,
+            "seed": getattr(config, "seed", None),
             "versions": versions,
             "platform": platform.platform(),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -20,7 +20,7 @@ from typing import Optional
 
 from plmcli import checkpoints, console, memory, modeling, reporting, speed
 from plmcli.config import resume_settings
-from plmcli.outputs import check_output_dir, staged_dir, writing
+from plmcli.outputs import Claim, check_output_dir, claimed, staged_dir, writing
 
 
 @dataclass
@@ -105,12 +105,19 @@ class Task:
 
 def execute(task: Task) -> RunResult:
     """Run ``task`` from its config to a finished model directory (see the module's docstring)."""
-    from plmcli.training import train, training_arguments
-
     config = task.config
     source = task.source()
     local_model = (source.location,) if source is not None and source.local else ()
     output = check_output_dir(config.output, config.overwrite, task.inputs() + local_model, resume=config.resume)
+    with claimed(output) as claim:  # no other plm run writes this output until this one ends
+        return _run(task, source, claim, local_model)
+
+
+def _run(task: Task, source, claim: Claim, local_model: tuple[str, ...]) -> RunResult:
+    """``execute`` from reading the data on, with the output held by this run."""
+    from plmcli.training import train, training_arguments
+
+    config, output = task.config, claim.path
     run_dir = checkpoints.run_dir(output)
     resume_from = checkpoints.newest_complete(run_dir, config.output) if config.resume else None
     task.read()
@@ -139,7 +146,7 @@ def execute(task: Task) -> RunResult:
         checkpoints.clear(run_dir)
     state = task.before_training(built, device, precision, resumed_state)
 
-    with staged_dir(output) as staging:
+    with staged_dir(claim) as staging:
         arguments = training_arguments(config, run_dir, device, precision, built.lr, built.arguments)
         trainer, train_output = train(
             config.command,

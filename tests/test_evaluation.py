@@ -21,7 +21,12 @@ def test_evaluate_writes_a_report_that_matches_predict(cli, tiny_classifier, tmp
     output = tmp_path / "report"
     run = cli("evaluate", data, "--model", tiny_classifier, "--output", output)
     assert run.exit_code == 0, run.stderr
-    assert sorted(p.name for p in output.iterdir()) == ["confusion_matrix.png", "errors.csv", "metrics.json"]
+    assert sorted(p.name for p in output.iterdir()) == [
+        "confusion_matrix.png",
+        "errors.csv",
+        "manifest.json",
+        "metrics.json",
+    ]
     assert (output / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     metrics = json.loads((output / "metrics.json").read_text())

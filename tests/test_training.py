@@ -82,8 +82,18 @@ def test_non_empty_output_is_refused_then_replaced_with_overwrite(cli, tiny_base
     )
     assert snapshot(output) == before
     run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", output, "--overwrite", "--seed", "3", *FAST)
+    assert (run.exit_code, run.error_line) == (
+        2,
+        f"Error: --overwrite replaces only a directory plm wrote, and {output} holds what plm did not write "
+        "(notes.txt), which would be lost; choose another --output.",
+    )
+    assert snapshot(output) == before
+    (output / "notes.txt").unlink()
+    (output / "eval").mkdir()  # a report plm evaluate wrote inside the model goes with it
+    (output / "eval" / "manifest.json").write_text('{"versions": {"plm": "0"}}')
+    run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", output, "--overwrite", "--seed", "3", *FAST)
     assert run.exit_code == 0, run.stderr
-    assert (output / "model.safetensors").exists() and not (output / "notes.txt").exists()
+    assert (output / "model.safetensors").exists() and not (output / "eval").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "reviews.csv"]  # no staging or backup left
 
 
@@ -94,10 +104,18 @@ def test_overwrite_never_replaces_what_is_not_a_model(cli, tiny_base, sentiment_
     run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", folder, "--overwrite", *FAST)
     assert (run.exit_code, run.error_line) == (
         2,
-        f"Error: --overwrite replaces only a model directory, and {folder} has no config.json; "
-        "choose another --output.",
+        f"Error: --overwrite replaces only a directory plm wrote, and {folder} holds what plm did not write "
+        "(thesis.tex), which would be lost; choose another --output.",
     )
     assert snapshot(folder) == {"thesis.tex": b"years of work"}
+    (folder / "config.json").write_text('{"model_type": "bert"}')  # a config.json alone is not plm's mark
+    (folder / "photos").mkdir()
+    run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", folder, "--overwrite", *FAST)
+    assert run.error_line.endswith(
+        f"{folder} holds what plm did not write (config.json, photos, thesis.tex), "
+        "which would be lost; choose another --output."
+    )
+    assert sorted(snapshot(folder)) == ["config.json", "thesis.tex"]
     (tmp_path / "config.json").write_text("{}")
     run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", tmp_path, "--overwrite", *FAST)
     assert (run.exit_code, run.error_line) == (
@@ -109,7 +127,7 @@ def test_overwrite_never_replaces_what_is_not_a_model(cli, tiny_base, sentiment_
     assert (
         run.error_line == "Error: --output . is the working directory or one of its parents; choose another --output."
     )
-    assert snapshot(folder) == {"thesis.tex": b"years of work"}
+    assert snapshot(folder) == {"thesis.tex": b"years of work", "config.json": b'{"model_type": "bert"}'}
 
 
 @pytest.mark.parametrize(
