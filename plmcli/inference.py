@@ -18,7 +18,7 @@ import numpy as np
 
 from plmcli import console, modeling, speed
 from plmcli.config import FillMaskConfig, PredictConfig
-from plmcli.errors import PlmError
+from plmcli.errors import RUNTIME_FAILURE, PlmError
 from plmcli.outputs import check_output_file, write_text_atomic
 
 FORMAT_BY_SUFFIX = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".txt": "table"}
@@ -114,6 +114,17 @@ def classify(
     return probabilities.astype(np.float32), long_texts
 
 
+def check_finite(outputs: np.ndarray, model: str) -> None:
+    """Refuse (exit 1) outputs (rows, labels) holding NaN or infinity: a broken model gives no label at all."""
+    broken = ~np.isfinite(outputs).all(axis=-1)
+    if broken.any():
+        raise PlmError(
+            f"{model} gave NaN or infinite scores for {int(broken.sum())} of {len(outputs)} texts: its weights "
+            "are broken (training diverged, or the file is damaged). Train it again, or use another --model.",
+            RUNTIME_FAILURE,
+        )
+
+
 @dataclass
 class Classifier:
     """A fine-tuned classifier loaded for inference, with where and how it runs."""
@@ -124,6 +135,7 @@ class Classifier:
     precision: str
     max_length: int  # tokens per text: the user's limit, at most the model's
     sliding: bool = False  # long texts in overlapping windows instead of truncated
+    name: str = "the model"  # as the user gave it (--model), for messages
 
     @property
     def label_names(self) -> list[str]:
@@ -172,6 +184,7 @@ class Classifier:
             pairs,
             self.sliding,
         )
+        check_finite(probabilities, self.name)
         what = "texts" if pairs is None else "pairs"
         if long_texts and self.sliding:
             console.info(
@@ -211,7 +224,7 @@ def load_for_inference(config, plain_bert: bool = False) -> Classifier:
     precision = modeling.inference_precision(config.precision, device, getattr(model.config, "plm", None))
     limit = modeling.model_limit(tokenizer, model)
     max_length = min(config.max_length or limit, limit)
-    return Classifier(tokenizer, model, device, precision, max_length, config.long == "sliding")
+    return Classifier(tokenizer, model, device, precision, max_length, config.long == "sliding", config.model)
 
 
 def read_inputs(config, classifier: Classifier, pair_column: Optional[str]):

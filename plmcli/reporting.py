@@ -182,6 +182,7 @@ max length {metrics["max_length"]}, seed {config.seed}, {metrics["device"]}, {me
 
 ## Validation metrics
 {headline}
+{_warning_line(validation)}
 
 {_metrics_table(validation)}
 
@@ -244,6 +245,7 @@ max length {metrics["max_length"]}, seed {config.seed}, {metrics["device"]}, {me
 |---|---|---|---|---|---|
 | {validation["rmse"]:.4f} | {validation["mae"]:.4f} | {validation["mse"]:.4f} | {validation["pearson"]:.4f} | \
 {validation["spearman"]:.4f} | {validation["r2"]:.4f} |
+{_warning_line(validation)}
 
 ## Use
 ```
@@ -252,6 +254,32 @@ plm evaluate --model {config.output} test.csv
 ```
 """
     (directory / "README.md").write_text(text, encoding="utf-8")
+
+
+def baseline_warning(validation: dict) -> Optional[str]:
+    """A warning when the validation figures are no better than one constant answer's, else None.
+
+    Single-label: accuracy at most the share of the most frequent label (``majority_baseline``);
+    regression: R² at most 0, no better than always answering the mean.
+    """
+    majority = validation.get("majority_baseline")
+    if majority is not None and validation["accuracy"] <= majority["accuracy"]:
+        constant = f"always answering '{majority['label']}' ({majority['accuracy']:.4f})"
+        figure = f"accuracy {validation['accuracy']:.4f}"
+    elif "r2" in validation and validation["r2"] <= 0:
+        constant, figure = "always answering the mean (R² 0)", f"R² {validation['r2']:.4f}"
+    else:
+        return None
+    return (
+        f"Warning: validation {figure} is no better than {constant}: the model has learned nothing useful. "
+        "Try a lower --lr, more epochs or more data."
+    )
+
+
+def _warning_line(validation: dict) -> str:
+    """The card's line for ``baseline_warning``, in bold; empty when there is none."""
+    warning = baseline_warning(validation)
+    return f"\n**{warning}**\n" if warning else ""
 
 
 def _command(config) -> str:

@@ -60,6 +60,61 @@ def progress_callback():
     return ProgressBar()
 
 
+DIVERGED = 10.0  # a training loss above 10x its first figure (and 5 above it) has exploded
+
+
+def divergence_callback(saving):
+    """A callback that stops a diverging run before it saves another checkpoint: PlmError, exit 1.
+
+    Before each log and each save it reads the loss summed over every step (``saving.loss_sum``, the
+    raw step losses: the Trainer's own log replaces NaN by an average) and stops when that sum is
+    NaN or infinite, or when the mean loss since the last look exceeds both DIVERGED times and 5
+    more than the first such mean. Checkpoints already saved are kept. Under torchrun every rank
+    reads the same sum (one all-reduce per look), so all stop together.
+    """
+    import math
+
+    import torch.distributed as dist
+    from transformers import TrainerCallback
+
+    from plmcli.errors import RUNTIME_FAILURE, PlmError
+
+    class StopOnDivergence(TrainerCallback):
+        first = None  # the mean loss over the first steps looked at
+        looked = (0, 0.0)  # (step, loss sum) at the last look
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if not (control.should_log or control.should_save or state.global_step >= state.max_steps):
+                return
+            total = saving.loss_sum  # a 0-d tensor once a step has run
+            if dist.is_available() and dist.is_initialized():
+                total = total.detach().clone()
+                dist.all_reduce(total)
+                total = total / dist.get_world_size()
+            total = float(total)
+            step, before = self.looked
+            mean = (total - before) / max(state.global_step - step, 1)
+            self.looked = (state.global_step, total)
+            if math.isfinite(mean) and self.first is None:
+                self.first = mean
+            if math.isfinite(mean) and mean <= max(DIVERGED * self.first, self.first + 5):
+                return
+            what = f"is {mean:.4g}" if math.isfinite(mean) else "is NaN or infinite"
+            kept = (
+                f"; the checkpoints before it are kept in {Path(args.output_dir)} (--overwrite starts again)"
+                if saving.last
+                else ""
+            )
+            start = f" (it started at {self.first:.4g})" if self.first is not None and math.isfinite(mean) else ""
+            raise PlmError(
+                f"training diverged at step {state.global_step} of {state.max_steps}: the loss {what}{start}. "
+                f"Try a lower --lr (this run used {args.learning_rate:g}){kept}.",
+                RUNTIME_FAILURE,
+            )
+
+    return StopOnDivergence()
+
+
 def train(command: list[str], resume_from=None, settings=None, state=None, callbacks=(), **trainer_arguments):
     """Build plm's Trainer, train (from ``resume_from``, a checkpoint, if given), and return both.
 
@@ -78,7 +133,8 @@ def train(command: list[str], resume_from=None, settings=None, state=None, callb
     progress, stopper = progress_callback(), checkpoints.stop_on_signal()
     trimming = memory.memory_callback()  # on CPU, where freed memory is kept for reuse
     seeding = checkpoints.seed_each_epoch(args.data_seed if args.data_seed is not None else args.seed)
-    callbacks = [progress, stopper, saving, seeding, *callbacks, *([trimming] if trimming else [])]
+    diverging = divergence_callback(saving)
+    callbacks = [progress, stopper, saving, diverging, seeding, *callbacks, *([trimming] if trimming else [])]
     trainer = checkpoints.trainer_class()(**trainer_arguments, callbacks=callbacks)
     trainer.plm_checkpoints = saving
     trainer.remove_callback(PrinterCallback)

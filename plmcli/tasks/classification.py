@@ -12,8 +12,11 @@ predict may run the model in bf16.
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from plmcli import console, data, modeling, reporting
 from plmcli.config import default_learning_rate
+from plmcli.errors import RUNTIME_FAILURE, PlmError
 from plmcli.inference import scores
 from plmcli.run import Built, Finished, Task
 
@@ -158,7 +161,16 @@ class SequenceTask(Task):
         config = self.config
         prediction = trainer.predict(built.eval_set)  # on every rank: it gathers across them
         outputs, references = prediction.predictions, prediction.label_ids  # in predict's (length-grouped) order
+        if not np.isfinite(outputs).all():
+            raise PlmError(
+                "the trained model gives NaN or infinite outputs on the validation set: training diverged. "
+                f"Try a lower --lr (this run used {built.lr:g}).",
+                RUNTIME_FAILURE,
+            )
         report, model_settings = self.report(outputs, references, trainer, built, device, precision)
+        warning = reporting.baseline_warning(report)
+        if warning:
+            self.notes.append(warning)
         columns = self.labelled.columns
         model_settings = {
             "text_column": columns.text,
@@ -308,8 +320,6 @@ class ClassificationTask(SequenceTask):
         return weighted_cross_entropy(list(weights.values()))
 
     def report(self, outputs, references, trainer, built: Built, device: str, precision: str) -> tuple[dict, dict]:
-        import numpy as np
-
         from plmcli import metrics as scoring
 
         labelled = self.labelled
@@ -325,6 +335,11 @@ class ClassificationTask(SequenceTask):
             settings.update(label_separator=labelled.label_separator, thresholds=thresholds)
         else:
             report = scoring.classification_report(outputs.argmax(-1), references, names)
+            counts = np.bincount(references, minlength=len(names))  # what always answering one label scores
+            report["majority_baseline"] = {
+                "label": names[int(counts.argmax())],
+                "accuracy": round(float(counts.max() / counts.sum()), 4),
+            }
         self.precision_check = None
         if precision in ("bf16", "fp16"):
             model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)  # no autocast
@@ -387,8 +402,6 @@ def reduced_precision_check(
     are in the validation set's row order, as ``batched_logits`` returns logits. Returns the choice
     and the evidence.
     """
-    import numpy as np
-
     from plmcli.inference import batched_logits
 
     types = validation_set["token_type_ids"] if "token_type_ids" in validation_set.column_names else None
