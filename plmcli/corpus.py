@@ -1,7 +1,8 @@
 """Pretraining text -> training examples: corpus readers, documents, blocks, lines, NSP pairs.
 
 A corpus is any mix of text files (``.gz`` decompressed), directories (their ``.txt`` and
-``.txt.gz`` files, recursively), globs and ``-`` for stdin. Text is UTF-8 (a BOM is dropped);
+``.txt.gz`` files, recursively), globs and ``-`` for stdin. Text is UTF-8 (a BOM is dropped;
+UTF-16 with its BOM is read too, binary refused: plmcli.textfiles);
 blank lines separate documents. Blocks follow run_mlm.py's group_texts: every line is tokenized
 with [CLS] and [SEP], the token streams are concatenated and cut into ``max_length`` blocks over
 the whole corpus, so only the very last block can be short (it is kept, not dropped). NSP pairs
@@ -9,7 +10,6 @@ follow the BERT paper's create_instances_from_document.
 """
 
 import glob
-import gzip
 import random
 import sys
 from collections.abc import Iterable, Iterator
@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from plmcli.errors import PlmError, undecodable
+from plmcli import textfiles
+from plmcli.errors import PlmError
 
 CORPUS_SUFFIXES = (".txt", ".txt.gz", ".text", ".text.gz")  # what a directory contributes
 BATCH_LINES = 2000  # lines per tokenizer call (the fast tokenizer batches them in Rust)
 SHORT_PAIR_PROBABILITY = 0.1  # BERT's short_seq_prob: some NSP pairs are shorter than max_length
+HINT = "convert it to UTF-8 first, e.g. iconv -f latin1 -t utf-8."  # for a corpus in another encoding
 
 
 @dataclass
@@ -63,26 +65,6 @@ def expand(item: str) -> list[Path]:
     raise PlmError(f"corpus file not found: {item}")
 
 
-def _decode(raw: bytes, name: str) -> str:
-    try:
-        text = raw.decode("utf-8-sig")  # drops a UTF-8 byte-order mark
-    except UnicodeDecodeError as exc:
-        raise undecodable(name, raw, "utf-8", "convert it to UTF-8 first, e.g. iconv -f latin1 -t utf-8.") from exc
-    if "\x00" in text:
-        raise PlmError(f"{name} looks like a binary file (it contains NUL bytes), not text.")
-    return text
-
-
-def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if path.suffix.lower() == ".gz":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise PlmError(f"{path} is not a valid gzip file ({exc}).") from exc
-    return raw
-
-
 def split_documents(text: str) -> list[list[str]]:
     """Documents (lists of stripped, non-empty lines) of a text; blank lines separate them."""
     documents, current = [], []
@@ -105,9 +87,9 @@ def read_corpus(items: list[str]) -> Corpus:
     documents, sources = [], []
     for item in items:
         if item == "-":
-            texts = [(_decode(sys.stdin.buffer.read(), "standard input"), "-")]
+            texts = [(textfiles.decode(sys.stdin.buffer.read(), "standard input", "utf-8", HINT), "-")]
         else:
-            texts = [(_decode(_read_bytes(path), str(path)), str(path)) for path in expand(item)]
+            texts = [(textfiles.read_text(path, "utf-8", HINT), str(path)) for path in expand(item)]
         for text, name in texts:
             documents.extend(split_documents(text))
             sources.append(name)

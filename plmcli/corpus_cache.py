@@ -11,17 +11,15 @@ tokenizing. A file lock makes the first process build and the others (ranks of a
 or a second plm run) wait and reuse it.
 """
 
-import gzip
 import hashlib
 import json
 import os
 import shutil
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plmcli import console
+from plmcli import console, textfiles
 from plmcli.corpus import Examples, describe_counts, examples_from_lines, expand
 from plmcli.errors import RUNTIME_FAILURE, PlmError
 
@@ -54,19 +52,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "plm"
 
 
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
-
-
-def _raw_lines(path: Path) -> Iterator[bytes]:
-    """The file's lines as bytes, decompressed; a broken gzip file is one line."""
-    try:
-        with _open(path) as stream:
-            yield from stream
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # other OSErrors (permissions, EIO) are not this
-        raise PlmError(f"{path} is not a valid gzip file ({exc}).") from exc
-
-
 def _pieces(path: Path, number: int, raw: bytes) -> list[str]:
     """The stripped lines in one raw line of a file ('' for a blank one); CR, LF and CRLF all end a line."""
     try:
@@ -77,13 +62,13 @@ def _pieces(path: Path, number: int, raw: bytes) -> list[str]:
             "convert it to UTF-8 first, e.g. iconv -f latin1 -t utf-8."
         ) from exc
     if "\x00" in text:
-        raise PlmError(f"{path} looks like a binary file (it contains NUL bytes), not text.")
+        raise textfiles.binary_error(str(path), number)
     pieces = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return [piece.strip() for piece in (pieces[:-1] if text.endswith(("\n", "\r")) else pieces)]
 
 
 def _text_lines(path: Path) -> Iterator[str]:
-    for number, raw in enumerate(_raw_lines(path), 1):
+    for number, raw in enumerate(textfiles.byte_lines(path), 1):
         yield from _pieces(path, number, raw)
 
 
@@ -92,7 +77,7 @@ def scan(files: list[Path], sources: list[str]) -> Scan:
     result = Scan(files=files, sources=sources, digests=[])
     for path in files:
         digest, in_document = hashlib.sha256(), False
-        for number, raw in enumerate(_raw_lines(path), 1):
+        for number, raw in enumerate(textfiles.byte_lines(path), 1):
             digest.update(raw)
             for line in _pieces(path, number, raw):
                 if line:

@@ -8,8 +8,8 @@ always said. Labels are the user's strings; ``label_names`` (sorted, numerically
 label is an integer) fixes their ids for every split.
 """
 
-import codecs
 import csv
+import io
 import json
 import re
 import sys
@@ -21,9 +21,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from plmcli import console
+from plmcli import console, textfiles
 from plmcli.config import check_encoding
-from plmcli.errors import PlmError, undecodable
+from plmcli.errors import PlmError
 
 TABLE_SUFFIXES = {
     ".csv": "CSV",
@@ -130,8 +130,7 @@ def _stringify(value: object) -> str:
     return str(value)
 
 
-def _read_json_records(path: Path, lines: bool, encoding: str) -> list[dict]:
-    text = path.read_text(encoding=encoding)
+def _read_json_records(path: Path, text: str, lines: bool) -> list[dict]:
     if lines:
         records = []
         for number, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 may sit inside a string
@@ -161,16 +160,24 @@ def _read_json_records(path: Path, lines: bool, encoding: str) -> list[dict]:
     return records
 
 
-def python_encoding(encoding: str) -> str:
-    """The codec to read a file with: UTF-8 as utf-8-sig, so a byte-order mark is dropped."""
+ENCODING_HINT = "pass --encoding with the file's encoding (like --encoding latin-1), or save it as UTF-8."
+
+
+def table_kind(path: Path) -> Optional[str]:
+    """CSV, TSV, JSON, JSONL or Parquet by the file's extension (``.csv.gz`` is a CSV), else None."""
+    name = path.name.lower()
+    return TABLE_SUFFIXES.get(Path(name[:-3] if name.endswith(".gz") else name).suffix)
+
+
+def _text(path: Path, encoding: str) -> str:
+    """A table's text, read once: gunzipped, decoded, binary refused (plmcli.textfiles)."""
     check_encoding(encoding)
-    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    return textfiles.read_text(path, encoding, ENCODING_HINT)
 
 
-def _delimiter(path: Path, kind: str, encoding: str, quiet: bool = False) -> str:
+def _delimiter(path: Path, text: str, kind: str, quiet: bool = False) -> str:
     """The field separator: the extension's, unless the header line plainly uses another (a TSV named .csv)."""
-    with open(path, "rb") as stream:
-        header = next((line for line in stream if line.strip()), b"").decode(encoding, errors="replace")
+    header = next((line for line in _split_lines(text) if line.strip()), "")
     counts = {sep: header.count(sep) for sep in (",", "\t", ";")}
     expected = "," if kind == "CSV" else "\t"
     if counts[expected]:
@@ -211,7 +218,7 @@ def read_table(path_str: str, encoding: str = "utf-8") -> pd.DataFrame:
     header is separated by tabs or semicolons (or a TSV by commas) is read with that separator.
     """
     path = Path(path_str)
-    kind = TABLE_SUFFIXES.get(path.suffix.lower())
+    kind = table_kind(path)
     if path.is_dir():
         raise PlmError(f"{path} is a directory; expected a {kind or 'CSV, TSV, JSON, JSONL or Parquet'} file.")
     if kind is None:
@@ -220,46 +227,42 @@ def read_table(path_str: str, encoding: str = "utf-8") -> pd.DataFrame:
         )
     if not path.exists():
         raise PlmError(f"file not found: {path}")
-    codec = python_encoding(encoding)
     separator = None
     try:
         if kind in ("CSV", "TSV"):
-            separator = _delimiter(path, kind, codec)
+            text = _text(path, encoding)
+            separator = _delimiter(path, text, kind)
             quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL  # GLUE TSVs hold bare quotes
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 frame = pd.read_csv(
-                    path,
+                    io.StringIO(text),
                     sep=separator,
                     dtype=str,
                     keep_default_na=False,
                     na_filter=False,
-                    encoding=codec,
                     skip_blank_lines=True,
                     quoting=quoting,
                     index_col=False,  # a first row with an extra field is an error, not an index column
                 )
             if any("does not match length of data" in str(warning.message) for warning in caught):
-                raise _ragged(path, codec, separator, quoting)
-            _check_header(path, codec, separator, quoting)
+                raise _ragged(path, text, separator, quoting)
+            _check_header(path, text, separator, quoting)
         else:
             # Cells become strings one by one, before pandas could widen a column with a gap to floats (1 -> 1.0).
             if kind == "Parquet":
                 import pyarrow.parquet
 
-                table = pyarrow.parquet.read_table(path)
+                table = pyarrow.parquet.read_table(io.BytesIO(textfiles.read_bytes(path)))
                 records, names = table.to_pylist(), table.column_names
             else:
-                records = _read_json_records(path, lines=kind == "JSONL", encoding=codec)
+                records = _read_json_records(path, _text(path, encoding), lines=kind == "JSONL")
                 names = list(dict.fromkeys(key for record in records for key in record))
             frame = pd.DataFrame(
                 [[_stringify(r.get(name)) for name in names] for r in records], columns=names, dtype=str
             )
     except pd.errors.EmptyDataError:
         raise PlmError(f"{path} is empty; expected a header row and data rows.") from None
-    except UnicodeDecodeError as exc:
-        hint = "pass --encoding with the file's encoding (like --encoding latin-1), or save it as UTF-8."
-        raise undecodable(str(path), path.read_bytes(), codec, hint) from exc
     except pd.errors.ParserError as exc:
         raise _parser_error(path, separator or ",", exc) from exc
     except (json.JSONDecodeError, ValueError, OSError) as exc:
@@ -278,21 +281,20 @@ def read_table(path_str: str, encoding: str = "utf-8") -> pd.DataFrame:
     return frame
 
 
-def _records(path: Path, encoding: str, separator: str, quoting: int):
+def _records(text: str, separator: str, quoting: int):
     """(line where it starts, fields) of each non-blank record, read by Python's csv module."""
     csv.field_size_limit(sys.maxsize)  # a long text is still one field
-    with open(path, encoding=encoding, newline="") as stream:
-        reader = csv.reader(stream, delimiter=separator, quoting=quoting)
-        previous = 0
-        for record in reader:
-            if record:
-                yield previous + 1, record
-            previous = reader.line_num
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, quoting=quoting)
+    previous = 0
+    for record in reader:
+        if record:
+            yield previous + 1, record
+        previous = reader.line_num
 
 
-def _ragged(path: Path, encoding: str, separator: str, quoting: int) -> PlmError:
+def _ragged(path: Path, text: str, separator: str, quoting: int) -> PlmError:
     """The error for the first row with more fields than the header."""
-    records = _records(path, encoding, separator, quoting)
+    records = _records(text, separator, quoting)
     _, header = next(records)
     for line, fields in records:
         if len(fields) > len(header):
@@ -302,9 +304,9 @@ def _ragged(path: Path, encoding: str, separator: str, quoting: int) -> PlmError
     return PlmError(f"{path} has rows with more fields than its header; check the separators.")
 
 
-def _check_header(path: Path, encoding: str, separator: str, quoting: int) -> None:
+def _check_header(path: Path, text: str, separator: str, quoting: int) -> None:
     """Refuse header names that are empty or repeated (pandas would invent 'Unnamed: 1' or rename to 'text.1')."""
-    _, header = next(_records(path, encoding, separator, quoting))
+    _, header = next(_records(text, separator, quoting))
     names = [name.strip() for name in header]
     for number, name in enumerate(names, 1):
         if not name:
@@ -321,16 +323,15 @@ def row_lines(path_str: str, encoding: str = "utf-8") -> Optional[list[int]]:
     Used only to point at rows in an error message.
     """
     path = Path(path_str)
-    kind = TABLE_SUFFIXES.get(path.suffix.lower())
+    kind = table_kind(path)
     if kind in (None, "JSON", "Parquet"):
         return None
-    codec = python_encoding(encoding)
+    text = _text(path, encoding)
     if kind == "JSONL":
-        text = path.read_text(encoding=codec)
         return [number for number, line in enumerate(text.split("\n"), 1) if line.strip()]
-    separator = _delimiter(path, kind, codec, quiet=True)
+    separator = _delimiter(path, text, kind, quiet=True)
     quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
-    return [line for line, _ in _records(path, codec, separator, quoting)][1:]  # the header is not a row
+    return [line for line, _ in _records(text, separator, quoting)][1:]  # the header is not a row
 
 
 def _find_by_name(columns: list[str], names: tuple[str, ...], exclude: set[str]) -> Optional[str]:
@@ -843,17 +844,14 @@ def read_texts(
     no column is given. Returns the texts, the pair texts (with ``pair_column``), the table they
     came from (None for plain lines) and the text column.
     """
+    check_encoding(encoding)
     if file == "-":
-        raw = sys.stdin.buffer.read()
-        try:
-            lines = _split_lines(raw.decode(python_encoding(encoding)))
-        except UnicodeDecodeError as exc:
-            hint = "pass --encoding with its encoding (like --encoding latin-1)."
-            raise undecodable("standard input", raw, python_encoding(encoding), hint) from exc
+        hint = "pass --encoding with its encoding (like --encoding latin-1)."
+        lines = _split_lines(textfiles.decode(sys.stdin.buffer.read(), "standard input", encoding, hint))
         source = "standard input"
     else:
         path = Path(file)
-        if path.suffix.lower() in TABLE_SUFFIXES:
+        if table_kind(path) is not None:
             frame = read_table(file, encoding)
             if text_column is None and trained_column in frame.columns and trained_column != pair_column:
                 text_column = trained_column
@@ -861,12 +859,7 @@ def read_texts(
             pairs = frame[pair_column].tolist() if pair_column else None
             return frame[column].tolist(), pairs, frame, column
         check_readable(file)
-        codec = python_encoding(encoding)
-        try:
-            lines = _split_lines(path.read_text(encoding=codec))
-        except UnicodeDecodeError as exc:
-            hint = "pass --encoding with the file's encoding (like --encoding latin-1), or save it as UTF-8."
-            raise undecodable(str(path), path.read_bytes(), codec, hint) from exc
+        lines = _split_lines(textfiles.read_text(path, encoding, ENCODING_HINT))
         source = str(path)
     if pair_column:
         raise PlmError(f"text pairs need a table (CSV, TSV, JSON, JSONL or Parquet) with column '{pair_column}'.")

@@ -53,7 +53,11 @@ def test_stdin(monkeypatch):
             "{path} line 1 is not UTF-8 text (invalid continuation byte); "
             "convert it to UTF-8 first, e.g. iconv -f latin1 -t utf-8.",
         ),
-        (b"ab\x00cd", "{path} looks like a binary file (it contains NUL bytes), not text."),
+        (
+            b"ab\x00cd",
+            "{path} holds binary data, not text (a NUL byte on line 1); plm reads CSV, TSV, JSON, JSONL and text "
+            "files (also gzipped) and Parquet.",
+        ),
     ],
 )
 def test_unusable_corpora_are_one_line_errors(tmp_path, content, message):
