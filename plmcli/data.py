@@ -14,6 +14,7 @@ import json
 import re
 import sys
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -111,6 +112,7 @@ class ClassificationData:
     validation_pairs: Optional[list[str]] = None
     multi_label: bool = False
     label_separator: str = "|"
+    validation_share: Optional[float] = None  # the share of the file's rows held out; None: a validation file
 
 
 def _normalise(name: str) -> str:
@@ -540,20 +542,71 @@ def _where(rows: list[int], source: str, encoding: str, count: int) -> str:
 
 
 def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Row indices (train, validation): each label keeps its share in both; every label with 2+ rows reaches
-    validation. Both lists are shuffled with ``seed``."""
+    """Row indices (train, validation), each label keeping its share in both, both lists shuffled with ``seed``.
+
+    Every label with 2+ rows reaches validation, unless that would hold out more than SPLIT_SLACK
+    times the rows ``fraction`` asks for (many labels with few rows each): then exactly that many
+    rows are held out, shared among the labels in proportion, and some labels have none there
+    (``load_classification`` says which).
+    """
     rng = np.random.default_rng(seed)
-    by_label: dict[str, list[int]] = {}
-    for index, label in enumerate(labels):
-        by_label.setdefault(label, []).append(index)
+    by_label = _by_label(labels)
+    counts = {label: len(indices) for label, indices in by_label.items()}
+    # each label's share of the held-out rows, at least one, never its last row
+    held = {label: min(max(1, round(n * fraction)), n - 1) if n >= 2 else 0 for label, n in counts.items()}
+    wanted = max(1, round(len(labels) * fraction))
+    if sum(held.values()) > SPLIT_SLACK * wanted + 1:
+        held = _shares(counts, wanted, {label: max(count - 1, 0) for label, count in counts.items()})
     train, validation = [], []
     for label in sorted(by_label):
         indices = rng.permutation(by_label[label]).tolist()
-        count = len(indices)
-        n_validation = min(max(1, round(count * fraction)), count - 1) if count >= 2 else 0
-        validation += indices[:n_validation]
-        train += indices[n_validation:]
+        validation += indices[: held[label]]
+        train += indices[held[label] :]
     return rng.permutation(train).tolist(), rng.permutation(validation).tolist()
+
+
+SPLIT_SLACK = 1.5  # a stratified split may hold out up to 1.5x the requested rows to reach every label
+
+
+def _by_label(labels: list[str]) -> dict[str, list[int]]:
+    """{label: the positions it is at}, in order."""
+    by_label: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(label, []).append(index)
+    return by_label
+
+
+def _shares(counts: dict[str, int], total: int, most: dict[str, int]) -> dict[str, int]:
+    """``total`` rows shared among labels in proportion to ``counts`` (largest remainders first), ``most`` at most."""
+    size = sum(counts.values())
+    exact = {label: total * count / size for label, count in counts.items()}
+    given = {label: min(int(exact[label]), most[label]) for label in counts}
+    order = sorted(counts, key=lambda label: (int(exact[label]) - exact[label], label))
+    while sum(given.values()) < total and any(given[label] < most[label] for label in counts):
+        for label in order:
+            if sum(given.values()) < total and given[label] < most[label]:
+                given[label] += 1
+    return given
+
+
+def _sample(train_index: list[int], strata: list[str], count: int) -> list[int]:
+    """``count`` of the (shuffled) training rows for --max-train-samples: every label kept, shares kept.
+
+    ``strata`` is each row's label (multi-label: its rarest). Each label gets one row, the rest are
+    shared in proportion; the rows keep their shuffled order.
+    """
+    if count >= len(train_index):
+        return train_index
+    by_label = _by_label([strata[i] for i in train_index])
+    if count < len(by_label):
+        raise PlmError(
+            f"--max-train-samples {count} is fewer than the {len(by_label)} labels of the training rows; "
+            f"raise it to at least {len(by_label)}."
+        )
+    counts = {label: len(positions) for label, positions in by_label.items()}
+    extra = _shares(counts, count - len(by_label), {label: n - 1 for label, n in counts.items()})
+    kept = sorted(position for label, positions in by_label.items() for position in positions[: 1 + extra[label]])
+    return [train_index[position] for position in kept]
 
 
 def _validation_rows(
@@ -608,6 +661,7 @@ def load_classification(
         raise PlmError(
             f"{data} has no row with both {what} (column '{columns.text}') and a label (column '{columns.label}')."
         )
+    strata = _rarest_labels(rows.labels) if separator else rows.labels  # what splits and samples keep the shares of
     if validation is not None:
         held_out, _, skipped = _validation_rows(
             validation, columns, text_column, label_column, separator, encoding, drop_invalid
@@ -616,7 +670,6 @@ def load_classification(
         train_index = np.random.default_rng(seed).permutation(len(rows.texts)).tolist()
         validation_index = list(range(len(held_out.texts)))
     else:
-        strata = _rarest_labels(rows.labels) if separator else rows.labels
         train_index, validation_index = stratified_split(strata, validation_split, seed)
         held_out = rows
         if not validation_index:
@@ -624,14 +677,19 @@ def load_classification(
                 f"no label in {data} has 2 or more rows ({len(rows.texts)} rows, {len(set(strata))} labels), so "
                 "none can be held out for validation; add rows or pass --validation FILE."
             )
+        _say_split(strata, validation_index, validation_split)
     # The label set comes from the whole training split, also when --max-train-samples keeps a part of it.
     every_train_label = [rows.labels[i] for i in train_index]
     seen = {name for y in every_train_label for name in y} if separator else set(every_train_label)
     if max_train_samples is not None:
-        train_index = train_index[:max_train_samples]
+        train_index = _sample(train_index, strata, max_train_samples)
         kept = {name for i in train_index for name in (rows.labels[i] if separator else [rows.labels[i]])}
-        if len(kept) < 2:
-            raise PlmError(f"--max-train-samples {max_train_samples} keeps a single label; raise it.")
+        left_out = sort_labels(seen - kept)  # multi-label: a label that is never a row's rarest can be
+        if left_out:
+            console.warn(
+                f"--max-train-samples {max_train_samples} leaves no training row for {quote_labels(left_out)}; "
+                "raise it to train on every label."
+            )
     train_labels = [rows.labels[i] for i in train_index]
     validation_labels = [held_out.labels[i] for i in validation_index]
     label_names = sort_labels(seen)
@@ -671,7 +729,27 @@ def load_classification(
         validation_pairs=[held_out.pairs[i] for i in validation_index] if held_out.pairs is not None else None,
         multi_label=multi_label,
         label_separator=label_separator,
+        validation_share=None if validation is not None else len(validation_index) / len(rows.texts),
     )
+
+
+def _say_split(strata: list[str], validation_index: list[int], fraction: float) -> None:
+    """One line when the split is not the plain --validation-split share of every label (too few rows for it)."""
+    held = len(validation_index) / len(strata)
+    counts = Counter(strata)
+    reached = {strata[i] for i in validation_index}
+    missing = [label for label, count in counts.items() if count >= 2 and label not in reached]
+    if missing:
+        console.info(
+            f"Validation: {len(validation_index)} of {len(strata)} rows ({held:.0%}); {len(missing)} of the "
+            f"{len(counts)} labels have too few rows to be among them: they are trained on, not validated. "
+            "Pass --validation FILE to validate every label."
+        )
+    elif held > fraction * 1.2 + 0.005:
+        console.info(
+            f"Validation: {len(validation_index)} of {len(strata)} rows ({held:.0%}, more than --validation-split "
+            f"{fraction:g}), so that every label with 2 or more rows has one there."
+        )
 
 
 # A label column of more distinct numbers than this, in a classification run, is likely a quantity.
@@ -798,6 +876,7 @@ def load_regression(
         dropped_rows=dropped,
         train_pairs=[rows.pairs[i] for i in train_index] if rows.pairs is not None else None,
         validation_pairs=[held_out.pairs[i] for i in validation_index] if held_out.pairs is not None else None,
+        validation_share=None if validation is not None else len(validation_index) / len(rows.texts),
     )
 
 

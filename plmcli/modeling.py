@@ -5,6 +5,7 @@ Weights are only ever read from safetensors and remote code never runs
 loaded gives one line that says why and what to use instead.
 """
 
+import functools
 import importlib.util
 import json
 import os
@@ -85,6 +86,59 @@ def read_config(directory: str) -> dict:
     return config
 
 
+HUB_TIMEOUT = 5  # seconds the one look at the Hub may take before a hub id is loaded
+
+
+@functools.cache
+def hub_unreachable() -> Optional[str]:
+    """Why the Hugging Face Hub (HF_ENDPOINT) cannot be reached, from one connection of HUB_TIMEOUT s; None if it can.
+
+    Looked at once per process before a hub id is loaded: without it, the hub client retries for
+    about a minute on a machine with no network before it gives up.
+    """
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+    host, port = endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    outcome = []
+
+    def connect() -> None:  # in a thread: name resolution does not heed the socket's timeout
+        try:
+            socket.create_connection((host, port), timeout=HUB_TIMEOUT).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc.strerror or type(exc).__name__)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(HUB_TIMEOUT + 1)
+    if not outcome:
+        return f"{host} did not answer within {HUB_TIMEOUT} s"
+    return outcome[0] and f"{host}: {outcome[0]}"
+
+
+def _offline_only(source: ModelSource) -> bool:
+    """Whether a hub id must load from the local cache alone: the Hub is out of reach (refused if not cached)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if source.local or constants.HF_HUB_OFFLINE:  # offline mode: the hub client fails at once by itself
+        return source.local
+    reason = hub_unreachable()
+    if reason is None:
+        return False
+    if isinstance(try_to_load_from_cache(source.location, "config.json"), str):
+        return True
+    raise PlmError(
+        f"cannot load '{source.name}': it is not a local directory or in the Hugging Face cache, and the Hugging "
+        f"Face Hub cannot be reached ({reason}). {OFFLINE_HINT}",
+        RUNTIME_FAILURE,
+    )
+
+
 def _load(loader, source: ModelSource, what: str, **kwargs):
     """Call a from_pretrained with plm's safety settings and turn its failures into one line."""
     import pickle
@@ -92,6 +146,7 @@ def _load(loader, source: ModelSource, what: str, **kwargs):
     import huggingface_hub.errors as hub_errors
     from safetensors import SafetensorError
 
+    local_only = _offline_only(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's advice on weights_only=False is not plm's to follow
@@ -99,7 +154,7 @@ def _load(loader, source: ModelSource, what: str, **kwargs):
                 source.location,
                 use_safetensors=None if source.allow_pickle else True,
                 trust_remote_code=False,
-                local_files_only=source.local,
+                local_files_only=local_only,
                 **kwargs,
             )
     except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as exc:

@@ -109,7 +109,7 @@ def _metrics_table(report: dict) -> str:
 def write_finetune_card(directory: Path, config, base_name: str, labelled, metrics: dict, timing: dict) -> None:
     """A model card that says what the model is, what it was trained on, how well it does, how to use it."""
     validation = metrics["validation"]
-    validation_source = config.validation or f"{config.validation_split:.0%} of the training file, stratified"
+    validation_source = config.validation or f"{labelled.validation_share:.0%} of the training file, stratified"
     command = _command(config)
     columns = metrics["columns"]
     multi_label = metrics["task"] == "multi-label"

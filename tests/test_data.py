@@ -212,3 +212,59 @@ def test_max_train_samples_keeps_the_label_set_of_the_whole_split(tmp_path):
     path = write_csv(tmp_path / "d.csv", ["text", "label"], rows)
     loaded = data.load_classification(str(path), None, 0.25, seed=0, max_train_samples=10)
     assert loaded.label_names == ["common", "rare0", "rare1", "rare2", "rare3"] and len(loaded.train_texts) == 10
+
+
+def test_many_labels_with_few_rows_hold_out_the_share_asked_for_and_say_so(tmp_path, capsys):
+    rows = [(f"text {label} {i}", f"label{label}") for label in range(40) for i in range(2)]
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], rows)
+    loaded = data.load_classification(str(path), None, 0.1, seed=0)
+    assert (len(loaded.validation_texts), len(loaded.train_texts), loaded.validation_share) == (8, 72, 0.1)
+    assert len(loaded.label_names) == 40 and set(loaded.train_labels) == set(range(40))  # every label is trained on
+    assert capsys.readouterr().err.strip() == (
+        "Validation: 8 of 80 rows (10%); 32 of the 40 labels have too few rows to be among them: they are trained "
+        "on, not validated. Pass --validation FILE to validate every label."
+    )
+
+
+def test_a_split_that_reaches_every_label_says_when_it_holds_more_than_asked(tmp_path, capsys):
+    rows = [(f"common {i}", "common") for i in range(40)] + [(f"rare {i}", f"rare{i % 4}") for i in range(8)]
+    loaded = data.load_classification(str(write_csv(tmp_path / "d.csv", ["text", "label"], rows)), None, 0.1, seed=0)
+    assert len(loaded.validation_texts) == 8 and loaded.validation_share == pytest.approx(8 / 48)
+    assert "Validation: 8 of 48 rows (17%, more than --validation-split 0.1)" in capsys.readouterr().err
+
+
+def test_max_train_samples_keeps_every_label_and_its_share(tmp_path):
+    rows = [(f"common {i}", "common") for i in range(60)] + [(f"rare {i}", f"rare{i % 3}") for i in range(9)]
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], rows)
+    loaded = data.load_classification(str(path), None, 0.25, seed=0, max_train_samples=8)
+    counts = Counter(loaded.label_names[i] for i in loaded.train_labels)
+    assert counts == {"common": 5, "rare0": 1, "rare1": 1, "rare2": 1}
+    with pytest.raises(PlmError) as error:
+        data.load_classification(str(path), None, 0.25, seed=0, max_train_samples=3)
+    assert str(error.value) == (
+        "--max-train-samples 3 is fewer than the 4 labels of the training rows; raise it to at least 4."
+    )
+
+
+def test_finetune_with_a_label_of_one_training_row_after_sampling(cli, tiny_base, tmp_path):
+    rows = [(f"good film {i}", "positive") for i in range(30)] + [("bad film", "negative")] * 2
+    path = write_csv(tmp_path / "d.csv", ["text", "label"], rows)
+    output = tmp_path / "model"
+    run = cli(
+        "finetune",
+        path,
+        "--model",
+        tiny_base,
+        "--output",
+        output,
+        "--max-train-samples",
+        "4",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    )
+    assert run.exit_code == 0, run.stderr
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["class_weights"]["counts"] == {"negative": 1, "positive": 3}
+    assert "- Validation: 12% of the training file, stratified (4 rows)" in (output / "README.md").read_text()

@@ -1,9 +1,15 @@
 """plmcli.modeling: resolving --model and choosing device and precision."""
 
+import json
+import os
+import shutil
+import subprocess
+
 import pytest
 
 from plmcli import modeling
 from plmcli.errors import PlmError
+from tests.conftest import plm_command
 
 
 def test_default_is_the_bundled_model():
@@ -76,3 +82,41 @@ def test_mlm_nsp_needs_a_bert(tiny_base, tmp_path):
         PlmError, match="mlm\\+nsp needs a BERT model .*loads as RobertaForMaskedLM. Use --objective mlm."
     ):
         modeling.load_for_pretraining(modeling.resolve(str(roberta)), "mlm+nsp")
+
+
+def _without_network(tmp_path) -> dict:
+    """An environment in which the Hub is out of reach (a closed local port) and the HF cache is ``tmp_path``."""
+    env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
+    return env | {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hub")}
+
+
+def test_a_hub_id_with_no_network_fails_at_once_in_one_line(tmp_path):
+    result = subprocess.run(
+        plm_command("fill-mask", "--model", "owner/not-cached", "a [MASK] film"),
+        capture_output=True,
+        text=True,
+        env=_without_network(tmp_path),
+        timeout=60,  # the hub client alone retries for about a minute
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: cannot load 'owner/not-cached': it is not a local directory or in the Hugging Face cache, and the "
+        "Hugging Face Hub cannot be reached (127.0.0.1: Connection refused). Use the bundled model (leave out "
+        "--model), a local model directory, or a model already in the Hugging Face cache with HF_HUB_OFFLINE=1."
+    ]
+
+
+def test_a_cached_hub_id_with_no_network_loads_from_the_cache(tiny_mlm, tmp_path):
+    snapshot = tmp_path / "hub" / "models--owner--tiny" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_mlm, snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0123abcd")
+    result = subprocess.run(
+        plm_command("fill-mask", "--model", "owner/tiny", "a [MASK] film", "--format", "json"),
+        capture_output=True,
+        text=True,
+        env=_without_network(tmp_path),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["masks"][0]
