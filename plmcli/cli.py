@@ -6,6 +6,7 @@ modules import only the standard library and typer, so ``plm --help`` answers at
 """
 
 import sys
+import warnings
 from typing import Annotated
 
 import typer
@@ -54,6 +55,7 @@ def root(
 def main() -> None:
     """Console-script entry point: run the app, turning plm's errors into one line and an exit code."""
     interrupts.install()
+    warnings.showwarning = console.one_line_warning
     try:
         sys.exit(app(standalone_mode=False, prog_name="plm"))
     except (PlmError, Interrupted) as error:

@@ -10,6 +10,7 @@ name the user would type, so the CLI and Python callers get the same messages::
 
 import codecs
 import math
+import os
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
@@ -54,6 +55,32 @@ def default_learning_rate(hidden_size: int) -> float:
     if hidden_size < 768:
         return 1e-4
     return 5e-5 if hidden_size < 1024 else 2e-5
+
+
+PATH_FIELDS = ("data", "validation", "model", "output", "file", "corpus")
+
+
+def _expand_paths(config) -> None:
+    """Expand a leading ``~`` in every path field, as a shell does outside quotes, alike in every command."""
+    for item in fields(config):
+        value = getattr(config, item.name)
+        if item.name in PATH_FIELDS and isinstance(value, str):
+            setattr(config, item.name, os.path.expanduser(value))
+        elif item.name in PATH_FIELDS and isinstance(value, list):
+            setattr(config, item.name, [os.path.expanduser(part) for part in value])
+
+
+def _check_texts(texts: list[str]) -> None:
+    """Texts given as arguments must be UTF-8 (Python keeps other bytes as lone surrogates a tokenizer chokes on)."""
+    for number, text in enumerate(texts, 1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            byte = ord(text[exc.start]) - 0xDC00  # the byte Python's surrogateescape kept
+            raise PlmError(
+                f"text {number} is not valid UTF-8 (byte 0x{byte & 0xFF:02x} at character {exc.start + 1}); "
+                "give texts in UTF-8, or put them in a file and pass --file with --encoding."
+            ) from None
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -126,6 +153,7 @@ class FinetuneConfig:
     command: list[str] = field(default_factory=list)  # the command line, for the model card
 
     def __post_init__(self) -> None:
+        _expand_paths(self)
         if not 0 < self.validation_split < 1:
             raise PlmError(f"--validation-split must be between 0 and 1 (a share); got {self.validation_split}.")
         for name, value in (
@@ -196,6 +224,7 @@ class PretrainConfig:
     command: list[str] = field(default_factory=list)  # the command line, for the model card
 
     def __post_init__(self) -> None:
+        _expand_paths(self)
         if not 0 < self.mlm_probability < 1:
             raise PlmError(f"--mlm-probability must be between 0 and 1; got {self.mlm_probability}.")
         if not 0 < self.validation_split < 1:
@@ -240,8 +269,10 @@ class FillMaskConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        _expand_paths(self)
         if not self.texts:
             raise PlmError('nothing to fill: give a text with a mask, like "the movie was [MASK] .".')
+        _check_texts(self.texts)
         _check_positive("--top-k", self.top_k)
         _check_choice("--format", self.format, ("table", "json"))
         _check_choice("--device", self.device, DEVICES)
@@ -264,6 +295,7 @@ class CheckConfig:
     encoding: str = "utf-8"  # of the data files
 
     def __post_init__(self) -> None:
+        _expand_paths(self)
         _check_positive("--max-length", self.max_length)
         _check_choice("--format", self.format, ("table", "json"))
         check_encoding(self.encoding)
@@ -293,6 +325,7 @@ class EvaluateConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        _expand_paths(self)
         for name, value in (("--batch-size", self.batch_size), ("--max-length", self.max_length)):
             _check_positive(name, value)
         check_encoding(self.encoding)
@@ -325,6 +358,7 @@ class PredictConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        _expand_paths(self)
         check_encoding(self.encoding)
         if self.texts and self.file:
             raise PlmError("give texts as arguments or --file, not both.")
@@ -333,6 +367,9 @@ class PredictConfig:
         for number, text in enumerate(self.texts, 1):
             if not text.strip():
                 raise PlmError(f"text {number} is empty; give texts with words in them.")
+        _check_texts(self.texts)
+        if self.output == "-":  # as --file - reads standard input
+            self.output = None
         for name, value in (
             ("--top-k", self.top_k),
             ("--batch-size", self.batch_size),

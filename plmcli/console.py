@@ -46,7 +46,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], max_w
     """Render rows as a plain, aligned text table; cells longer than max_width are shortened with '...'."""
 
     def cell(value: object) -> str:
-        text = " ".join(str(value).split())
+        text = printable(str(value))
         return text if len(text) <= max_width else text[: max_width - 3] + "..."
 
     body = [[cell(v) for v in row] for row in rows]
@@ -55,6 +55,16 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], max_w
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in body]
     return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: newlines, tabs and other control or invisible characters escaped as Python writes them."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for plm's commands: a library's warning as one ``Warning:`` line, no source line."""
+    warn(printable(" ".join(str(message).split()))[:300])
 
 
 def format_pairs(pairs: Sequence[tuple[str, object]]) -> str:

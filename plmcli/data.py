@@ -446,7 +446,8 @@ def detect_columns(
 
 def quote_labels(labels: list[str], most: int = 5) -> str:
     """Labels for an error message: "'a', 'b', 'c' ..." with at most ``most`` shown."""
-    return ", ".join(f"'{label}'" for label in labels[:most]) + (" ..." if len(labels) > most else "")
+    shown = ", ".join(f"'{console.printable(label)}'" for label in labels[:most])
+    return shown + (" ..." if len(labels) > most else "")
 
 
 def sort_labels(labels: set[str]) -> list[str]:

@@ -5,13 +5,15 @@ import json
 import platform
 import shlex
 import sys
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-from plmcli import __version__
+from plmcli import __version__, console
 
 
 def write_json(path: Path, content: dict) -> None:
@@ -264,7 +266,7 @@ def baseline_warning(validation: dict) -> Optional[str]:
     """
     majority = validation.get("majority_baseline")
     if majority is not None and validation["accuracy"] <= majority["accuracy"]:
-        constant = f"always answering '{majority['label']}' ({majority['accuracy']:.4f})"
+        constant = f"always answering '{console.printable(majority['label'])}' ({majority['accuracy']:.4f})"
         figure = f"accuracy {validation['accuracy']:.4f}"
     elif "r2" in validation and validation["r2"] <= 0:
         constant, figure = "always answering the mean (R² 0)", f"R² {validation['r2']:.4f}"
@@ -350,6 +352,20 @@ def _short(name: str, most: int = 28) -> str:
     return name if len(name) <= most else name[: most - 11] + "..." + name[-8:]
 
 
+@contextmanager
+def _pyplot():
+    """matplotlib's pyplot on the headless backend; a character the font lacks (an emoji in a label) is drawn
+    as a box without a warning on stderr."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        yield plt
+
+
 def plot_confusion_matrix(
     path: Path,
     matrix: list[list[int]],
@@ -362,31 +378,28 @@ def plot_confusion_matrix(
     ``predicted_names`` name the columns when they differ from the rows (multi-label: the labels
     and '(none)').
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    columns = predicted_names or label_names
-    counts = np.asarray(matrix)
-    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # (true, predicted), rows sum to 1
-    size = min(4 + 0.6 * len(columns), 20)
-    figure, axes = plt.subplots(figsize=(size, size * 0.85))
-    axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    axes.set_xticks(
-        range(len(columns)), [_short(name) for name in columns], rotation=45 if len(columns) > 4 else 0, ha="right"
-    )
-    axes.set_yticks(range(len(label_names)), [_short(name) for name in label_names])
-    axes.set_xlabel("predicted label")
-    axes.set_ylabel("true label")
-    axes.set_title(title if len(title) <= 70 else "..." + title[-67:], fontsize=10)
-    for true, predicted in np.ndindex(counts.shape):
-        colour = "white" if shares[true, predicted] > 0.5 else "black"
-        axes.text(predicted, true, str(counts[true, predicted]), ha="center", va="center", color=colour)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with _pyplot() as plt:
+        columns = predicted_names or label_names
+        counts = np.asarray(matrix)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # (true, predicted), rows sum to 1
+        size = min(4 + 0.6 * len(columns), 20)
+        figure, axes = plt.subplots(figsize=(size, size * 0.85))
+        axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        axes.set_xticks(
+            range(len(columns)), [_short(name) for name in columns], rotation=45 if len(columns) > 4 else 0, ha="right"
+        )
+        axes.set_yticks(range(len(label_names)), [_short(name) for name in label_names])
+        axes.set_xlabel("predicted label")
+        axes.set_ylabel("true label")
+        axes.set_title(title if len(title) <= 70 else "..." + title[-67:], fontsize=10)
+        for true, predicted in np.ndindex(counts.shape):
+            colour = "white" if shares[true, predicted] > 0.5 else "black"
+            axes.text(predicted, true, str(counts[true, predicted]), ha="center", va="center", color=colour)
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
 
 
 def plot_loss_curve(
@@ -402,49 +415,42 @@ def plot_loss_curve(
     ``final_validation_loss`` is the kept model's, at ``final_step``; ``best_step`` (early stopping)
     marks the evaluation whose model was kept.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
-    validation = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and e["step"] != final_step]
-    validation = sorted([*validation, (final_step, final_validation_loss)])
-    if initial_validation_loss is not None:
-        validation.insert(0, (0, initial_validation_loss))
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    if train:
-        axes.plot(*zip(*train), marker=".", label="training loss")
-    axes.plot(*zip(*validation), marker="o", label="validation loss")
-    if best_step is not None:
-        axes.axvline(best_step, color="grey", linestyle="--", label=f"best model kept (step {best_step})")
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with _pyplot() as plt:
+        train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
+        validation = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and e["step"] != final_step]
+        validation = sorted([*validation, (final_step, final_validation_loss)])
+        if initial_validation_loss is not None:
+            validation.insert(0, (0, initial_validation_loss))
+        figure, axes = plt.subplots(figsize=(7, 4.5))
+        if train:
+            axes.plot(*zip(*train), marker=".", label="training loss")
+        axes.plot(*zip(*validation), marker="o", label="validation loss")
+        if best_step is not None:
+            axes.axvline(best_step, color="grey", linestyle="--", label=f"best model kept (step {best_step})")
+        axes.set_xlabel("step")
+        axes.set_ylabel("loss")
+        axes.grid(alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
 
 
 def plot_scatter(path: Path, true, predicted, target: str, title: str) -> None:
     """Predicted against true values, with the diagonal where a perfect model's points lie."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    true, predicted = np.asarray(true, dtype=float), np.asarray(predicted, dtype=float)
-    low, high = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
-    figure, axes = plt.subplots(figsize=(5.5, 5.5))
-    axes.scatter(true, predicted, s=8, alpha=0.5)
-    axes.plot([low, high], [low, high], color="grey", linestyle="--", label="predicted = true")
-    axes.set_xlabel(f"true {_short(target)}")
-    axes.set_ylabel(f"predicted {_short(target)}")
-    axes.set_title(title if len(title) <= 60 else "..." + title[-57:], fontsize=10)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with _pyplot() as plt:
+        true, predicted = np.asarray(true, dtype=float), np.asarray(predicted, dtype=float)
+        low, high = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
+        figure, axes = plt.subplots(figsize=(5.5, 5.5))
+        axes.scatter(true, predicted, s=8, alpha=0.5)
+        axes.plot([low, high], [low, high], color="grey", linestyle="--", label="predicted = true")
+        axes.set_xlabel(f"true {_short(target)}")
+        axes.set_ylabel(f"predicted {_short(target)}")
+        axes.set_title(title if len(title) <= 60 else "..." + title[-57:], fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)

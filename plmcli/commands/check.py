@@ -85,7 +85,10 @@ def summary(report: dict, notes: list[str]) -> str:
         *[f"  {text[:70]!r}" for text in report["duplicate_rows_examples"]],
         f"texts with more than one label: {report['texts_with_several_labels']}",
     ]
-    lines += [f"  {e['text'][:70]!r}: {', '.join(e['labels'])}" for e in report["texts_with_several_labels_examples"]]
+    lines += [
+        f"  {e['text'][:70]!r}: {', '.join(map(console.printable, e['labels']))}"
+        for e in report["texts_with_several_labels_examples"]
+    ]
     if "validation" in report:
         lines.append(f"validation texts also in the data: {report['validation_texts_also_in_data']}")
         lines += [f"  {text[:70]!r}" for text in report["validation_overlap_examples"]]

@@ -9,6 +9,7 @@ Usage:
     plm finetune essays.csv --task regression --label-column score --early-stopping 2 --metric pearson
 """
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -206,7 +207,7 @@ def summary(result) -> str:
         *result.notes,
         f"Model saved to {result.output}/ (metrics.json, manifest.json, README.md, loss_curve.png, "
         "confusion_matrix.png).",
-        f"Predict with:  plm predict --model {result.output} "
+        f"Predict with:  plm predict --model {shlex.quote(str(result.output))} "
         + (
             f"--file data.csv  (columns '{metrics['columns']['text']}' and '{metrics['columns']['pair']}')"
             if metrics["columns"]["pair"]
@@ -234,6 +235,6 @@ def regression_summary(result) -> str:
         "",
         *result.notes,
         f"Model saved to {result.output}/ (metrics.json, manifest.json, README.md, loss_curve.png, scatter.png).",
-        f'Predict with:  plm predict --model {result.output} "your text"',
+        f'Predict with:  plm predict --model {shlex.quote(str(result.output))} "your text"',
     ]
     return "\n".join(lines)

@@ -44,7 +44,8 @@ def predict(
         ),
     ] = None,
     output: Annotated[
-        Optional[str], typer.Option("--output", "-o", help="Write the results to this file instead of stdout.")
+        Optional[str],
+        typer.Option("--output", "-o", help="Write the results to this file (- for stdout)."),
     ] = None,
     format: Annotated[
         Optional[OutputFormat],

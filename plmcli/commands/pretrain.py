@@ -7,6 +7,7 @@ Usage:
     plm pretrain corpus.txt --from-scratch --size tiny --vocab-size 8000
 """
 
+import shlex
 import sys
 from enum import Enum
 from typing import Annotated, Optional
@@ -191,7 +192,7 @@ def summary(result) -> str:
         else f"Perplexity rose {1 / metrics['perplexity_ratio']:.2f}x: try a lower --lr or more data.",
         *result.notes,
         f"Model saved to {result.output}/ (metrics.json, manifest.json, README.md, loss_curve.png).",
-        f'Try it:     plm fill-mask --model {result.output} "the movie was [MASK] ."',
-        f"Fine-tune:  plm finetune labels.csv --model {result.output}",
+        f'Try it:     plm fill-mask --model {shlex.quote(str(result.output))} "the movie was [MASK] ."',
+        f"Fine-tune:  plm finetune labels.csv --model {shlex.quote(str(result.output))}",
     ]
     return "\n".join(lines)

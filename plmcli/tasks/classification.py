@@ -289,7 +289,8 @@ class ClassificationTask(SequenceTask):
         names = labelled.label_names
         kind = " (multi-label)" if labelled.multi_label else ""
         return (
-            f"label column '{labelled.columns.label}'; {len(names)} labels{kind}: {', '.join(names[:10])}"
+            f"label column '{labelled.columns.label}'; {len(names)} labels{kind}: "
+            f"{', '.join(console.printable(name) for name in names[:10])}"
             f"{' ...' if len(names) > 10 else ''}"
         )
 
