@@ -10,6 +10,7 @@ label is an integer) fixes their ids for every split.
 
 import csv
 import io
+import itertools
 import json
 import re
 import sys
@@ -178,14 +179,19 @@ def _text(path: Path, encoding: str) -> str:
 
 
 def _delimiter(path: Path, text: str, kind: str, quiet: bool = False) -> str:
-    """The field separator: the extension's, unless the header line plainly uses another (a TSV named .csv)."""
-    header = next((line for line in _split_lines(text) if line.strip()), "")
+    """The field separator: the extension's, unless the header plainly uses another (a TSV named .csv).
+
+    Plainly: the extension's separator is not in the header line, and another is, as many times as
+    in the first data line (a one-column CSV whose header holds a ';' stays a CSV).
+    """
+    lines = (line for line in _split_lines(text[: 1 << 20]) if line.strip())  # the first MiB holds them
+    header, first_row = (list(itertools.islice(lines, 2)) + ["", ""])[:2]
     counts = {sep: header.count(sep) for sep in (",", "\t", ";")}
     expected = "," if kind == "CSV" else "\t"
     if counts[expected]:
         return expected
     found = max(counts, key=counts.get)
-    if counts[found]:
+    if counts[found] and (not first_row or first_row.count(found) == counts[found]):
         if not quiet:
             console.info(f"{path}: the header is separated by {SEPARATOR_NAMES[found]}; reading the file that way.")
         return found

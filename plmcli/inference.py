@@ -6,8 +6,6 @@ not depend on the batch size. A table given as input comes back whole, with the 
 label and score added to each row.
 """
 
-import csv
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -247,12 +245,21 @@ def read_inputs(config, classifier: Classifier, pair_column: Optional[str]):
 
 
 def to_csv(rows: list[dict], columns: list[str]) -> str:
-    """Rows as CSV text with a header; scores with 6 decimals."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({c: f"{v:.6f}" if isinstance(v, float) else v for c, v in row.items()} for row in rows)
-    return buffer.getvalue()
+    """Rows as CSV text with a header, lines ended by LF; scores with 6 decimals.
+
+    A field holding a comma, a quote, CR or LF is quoted (the csv module, ending lines with LF,
+    would leave a lone CR bare, and a reader would take it for a line end); a row of one empty
+    field is written "" so that it is not a blank line.
+    """
+
+    def field(value) -> str:
+        text = "" if value is None else f"{value:.6f}" if isinstance(value, float) else str(value)
+        return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+
+    def line(fields: list[str]) -> str:
+        return '""\n' if fields == [""] else ",".join(fields) + "\n"
+
+    return line([field(c) for c in columns]) + "".join(line([field(row.get(c)) for c in columns]) for row in rows)
 
 
 def _output_format(config: PredictConfig) -> str:
