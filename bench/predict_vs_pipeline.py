@@ -44,7 +44,7 @@ def dev_texts() -> list[str]:
 def run_plm(model: str, precision: str) -> tuple[float, list[str]]:
     """plm predict on the dev file, to a CSV: (texts/s of the prediction itself, labels)."""
     from plmcli.config import PredictConfig
-    from plmcli.inference import predict
+    from plmcli.prediction import predict
 
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "preds.csv"

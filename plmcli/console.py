@@ -25,6 +25,13 @@ def out(text: str = "") -> None:
         print(text, file=sys.stdout, flush=True)
 
 
+def write(text: str) -> None:
+    """Write part of a result to stdout as it is (a chunk of predict's CSV or JSON)."""
+    if is_main_process():
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
 def info(message: str) -> None:
     """Print a progress or context message to stderr."""
     if is_main_process():

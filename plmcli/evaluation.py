@@ -18,7 +18,8 @@ import numpy as np
 from plmcli import console, data, reporting
 from plmcli.config import EvaluateConfig
 from plmcli.errors import PlmError
-from plmcli.inference import load_for_inference, to_csv
+from plmcli.formats import to_csv
+from plmcli.inference import load_for_inference
 from plmcli.outputs import Claim, check_output_dir, claimed, staged_dir
 
 

@@ -1,43 +1,31 @@
-"""Batched prediction with a fine-tuned classifier, and fill-mask with a masked-LM.
+"""A fine-tuned classifier loaded for inference (what predict and evaluate run), and fill-mask with a masked-LM.
 
 Texts are tokenised once, sorted by length and run in batches under ``torch.inference_mode``
 (each batch pads only to its own longest text), then put back in input order; the labels do
-not depend on the batch size. A table given as input comes back whole, with the predicted
-label and score added to each row.
+not depend on the batch size. `plm predict` itself (inputs, chunks, output) is plmcli.prediction.
 """
 
+import itertools
 import json
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from plmcli import console, modeling, speed
-from plmcli.config import FillMaskConfig, PredictConfig
+from plmcli.config import FillMaskConfig
 from plmcli.errors import RUNTIME_FAILURE, PlmError
-from plmcli.outputs import check_output_file, write_text_atomic
-
-FORMAT_BY_SUFFIX = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".txt": "table"}
-
-
-@dataclass
-class PredictResult:
-    """Predictions in input order, ready to render."""
-
-    rows: list[dict]  # one per text: the input columns (or 'text'), then label, score, ...
-    columns: list[str]  # every column, in order (csv and json)
-    shown_columns: list[str]  # the columns the table shows
-    format: str  # table, json or csv
-    output: Optional[Path]  # the file written, or None for stdout
-    texts_per_second: float
 
 
 def batched_logits(
-    input_ids, token_type_ids, tokenizer, model, batch_size: int, device: str, precision: str
+    input_ids, token_type_ids, tokenizer, model, batch_size: int, device: str, precision: str, progress=None
 ) -> np.ndarray:
-    """The model's logits (examples, labels) for tokenised examples, in input order, batched longest first."""
+    """The model's logits (examples, labels) for tokenised examples, in input order, batched longest first.
+
+    ``input_ids`` (and ``token_type_ids``) index like lists of sequences (a list of lists, or Packed);
+    ``progress``, if given, is called with the number of examples of each batch done.
+    """
     import torch
 
     order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]), reverse=True)
@@ -61,6 +49,8 @@ def batched_logits(
             if token_type_ids is not None:
                 inputs["token_type_ids"] = types
             logits[batch] = model(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu().numpy()
+            if progress is not None:
+                progress(len(batch))
     return logits
 
 
@@ -70,6 +60,37 @@ def scores(logits: np.ndarray, multi_label: bool) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-logits))
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+TOKENIZE_CHUNK = 4096  # texts tokenised at a time: their ids are packed as they come
+
+
+@dataclass
+class Packed:
+    """Token id sequences of different lengths in one flat array (lists of Python ints take ten times the memory)."""
+
+    values: np.ndarray  # every sequence, one after another
+    starts: np.ndarray  # (sequences + 1,): where each sequence begins, then where the last ends
+
+    @classmethod
+    def of(cls, chunks: list[tuple[np.ndarray, np.ndarray]]) -> "Packed":
+        """From (values, lengths) of consecutive chunks."""
+        lengths = np.concatenate([lengths for _, lengths in chunks]) if chunks else np.zeros(0, dtype=np.int64)
+        values = np.concatenate([values for values, _ in chunks]) if chunks else np.zeros(0, dtype=np.int32)
+        return cls(values, np.concatenate([[0], np.cumsum(lengths)]))
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.values[self.starts[index] : self.starts[index + 1]]
+
+
+def _flat(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(values, lengths) of token id sequences, packed."""
+    lengths = np.fromiter((len(sequence) for sequence in sequences), dtype=np.int64, count=len(sequences))
+    values = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int32, count=int(lengths.sum()))
+    return values, lengths
 
 
 def classify(
@@ -82,30 +103,41 @@ def classify(
     precision: str,
     pairs: Optional[list[str]] = None,
     sliding: bool = False,
+    progress: Optional[Callable[[int], object]] = None,
 ) -> tuple[np.ndarray, int]:
     """Label probabilities (texts, labels) in input order, and how many texts were longer than ``max_length``.
 
     Probabilities are a softmax over the labels, or for a multi-label model each label's sigmoid; a
     regression model's raw outputs (texts, 1) are returned as they are.
     A longer text is truncated, or with ``sliding`` cut into windows of ``max_length`` tokens that
-    overlap by a quarter, whose probabilities are averaged.
+    overlap by a quarter, whose probabilities are averaged. The texts are tokenised TOKENIZE_CHUNK at
+    a time into packed ids, then batched longest first over all of them; ``progress`` is called with
+    the number of examples of each batch done.
     """
-    if sliding:
-        encodings = tokenizer(
-            texts, truncation=True, max_length=max_length, stride=max_length // 4, return_overflowing_tokens=True
-        )
-        owners = np.asarray(encodings["overflow_to_sample_mapping"])  # the text each window comes from
-        windows = np.bincount(owners, minlength=len(texts))
-        long_texts = int((windows > 1).sum())
-    else:
-        encodings = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-        long_texts = sum(1 for encoding in encodings.encodings if encoding.overflowing)
+    ids, types, owners, long_texts = [], [], [], 0
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        part = texts[start : start + TOKENIZE_CHUNK]
+        if sliding:
+            encodings = tokenizer(
+                part, truncation=True, max_length=max_length, stride=max_length // 4, return_overflowing_tokens=True
+            )
+            owners.append(np.asarray(encodings["overflow_to_sample_mapping"]) + start)  # the text of each window
+        else:
+            part_pairs = pairs[start : start + TOKENIZE_CHUNK] if pairs is not None else None
+            encodings = tokenizer(part, part_pairs, truncation=True, max_length=max_length)
+            long_texts += sum(1 for encoding in encodings.encodings if encoding.overflowing)
+        ids.append(_flat(encodings["input_ids"]))
+        if "token_type_ids" in encodings:
+            types.append(_flat(encodings["token_type_ids"]))
     logits = batched_logits(
-        encodings["input_ids"], encodings.get("token_type_ids"), tokenizer, model, batch_size, device, precision
+        Packed.of(ids), Packed.of(types) if types else None, tokenizer, model, batch_size, device, precision, progress
     )
     problem = model.config.problem_type
     probabilities = logits if problem == "regression" else scores(logits, problem == "multi_label_classification")
     if sliding:
+        owners = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
+        windows = np.bincount(owners, minlength=len(texts))
+        long_texts = int((windows > 1).sum())
         averaged = np.zeros((len(texts), probabilities.shape[1]), dtype=np.float32)
         np.add.at(averaged, owners, probabilities)
         probabilities = averaged / windows[:, None]
@@ -169,6 +201,17 @@ class Classifier:
 
     def __call__(self, texts: list[str], batch_size: int, pairs: Optional[list[str]] = None) -> tuple[np.ndarray, int]:
         """Probabilities (texts, labels) in input order and the count of long texts, which is also said."""
+        probabilities, long_texts = self.scores(texts, batch_size, pairs)
+        self.say_long(long_texts, len(texts), pairs is not None)
+        return probabilities, long_texts
+
+    def scores(
+        self, texts: list[str], batch_size: int, pairs: Optional[list[str]] = None, progress=None
+    ) -> tuple[np.ndarray, int]:
+        """Probabilities (texts, labels) in input order and the count of long texts; NaN or infinity refused.
+
+        ``progress`` is called with the number of examples (texts, or windows) of each batch done.
+        """
         if self.sliding and pairs is not None:
             raise PlmError("--long sliding reads single texts; text pairs are truncated (drop --long sliding).")
         probabilities, long_texts = classify(
@@ -181,20 +224,23 @@ class Classifier:
             self.precision,
             pairs,
             self.sliding,
+            progress,
         )
         check_finite(probabilities, self.name)
-        what = "texts" if pairs is None else "pairs"
+        return probabilities, long_texts
+
+    def say_long(self, long_texts: int, total: int, pairs: bool) -> None:
+        """One line on how the ``long_texts`` of ``total`` texts (or pairs) longer than max_length were read."""
         if long_texts and self.sliding:
             console.info(
-                f"{long_texts} of {len(texts)} texts were longer than {self.max_length} tokens; "
+                f"{long_texts} of {total} texts were longer than {self.max_length} tokens; "
                 "their scores are the average over overlapping windows."
             )
         elif long_texts:
             console.warn(
-                f"{long_texts} of {len(texts)} {what} were longer than {self.max_length} tokens and were truncated"
-                + (" (--long sliding reads them whole, in windows)." if pairs is None else ".")
+                f"{long_texts} of {total} {'pairs' if pairs else 'texts'} were longer than {self.max_length} tokens "
+                "and were truncated" + (" (--long sliding reads them whole, in windows)." if not pairs else ".")
             )
-        return probabilities, long_texts
 
     def chosen(self, probabilities: np.ndarray) -> np.ndarray:
         """0/1 (texts, labels): the labels each text is given (multi-label: those at or above their threshold)."""
@@ -223,200 +269,6 @@ def load_for_inference(config, plain_bert: bool = False) -> Classifier:
     limit = modeling.model_limit(tokenizer, model)
     max_length = min(config.max_length or limit, limit)
     return Classifier(tokenizer, model, device, precision, max_length, config.long == "sliding", config.model)
-
-
-def read_inputs(config, classifier: Classifier, pair_column: Optional[str]):
-    """The texts (and pairs) to classify from config.texts or config.file, with the table they came from.
-
-    Columns: those given, else the ones the model was trained on when the file has them, else detected.
-    Returns (texts, pairs or None, table or None, text column or None).
-    """
-    saved = classifier.trained_with
-    if config.file is None:
-        if pair_column:
-            raise PlmError(
-                f"{config.model} classifies text pairs (columns '{saved.get('text_column')}' and '{pair_column}'); "
-                "give them in a table with --file."
-            )
-        return list(config.texts), None, None, None
-    from plmcli import data  # pandas: only when reading a file
-
-    return data.read_texts(config.file, config.text_column, pair_column, saved.get("text_column"), config.encoding)
-
-
-def to_csv(rows: list[dict], columns: list[str]) -> str:
-    """Rows as CSV text with a header, lines ended by LF; scores with 6 decimals.
-
-    A field holding a comma, a quote, CR or LF is quoted (the csv module, ending lines with LF,
-    would leave a lone CR bare, and a reader would take it for a line end); a row of one empty
-    field is written "" so that it is not a blank line.
-    """
-
-    def field(value) -> str:
-        text = "" if value is None else f"{value:.6f}" if isinstance(value, float) else str(value)
-        return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
-
-    def line(fields: list[str]) -> str:
-        return '""\n' if fields == [""] else ",".join(fields) + "\n"
-
-    return line([field(c) for c in columns]) + "".join(line([field(row.get(c)) for c in columns]) for row in rows)
-
-
-def _output_format(config: PredictConfig) -> str:
-    if config.format is not None:
-        return config.format
-    if config.output is not None:
-        suffix = Path(config.output).suffix.lower()
-        if suffix not in FORMAT_BY_SUFFIX:
-            raise PlmError(
-                f"cannot tell the format of --output {config.output} from '{suffix}'; "
-                "pass --format table|json|jsonl|csv."
-            )
-        return FORMAT_BY_SUFFIX[suffix]
-    return "table"
-
-
-def _prediction_row(
-    record: dict,
-    probs: np.ndarray,
-    chosen: np.ndarray,
-    classifier: Classifier,
-    names: tuple[str, str],
-    top_k: int,
-    all_scores: bool,
-) -> dict:
-    """One input row with its label and score, the next top_k - 1 labels by score, and every score if asked.
-
-    A multi-label model's label is every label at or above its threshold, joined by its separator
-    ('' for none), best first; its score is the best label's.
-    """
-    label_names = classifier.label_names
-    ranked = np.argsort(-probs, kind="stable")
-    row = dict(record)
-    if classifier.multi_label:
-        row[names[0]] = classifier.separator.join(label_names[i] for i in ranked if chosen[i])
-    else:
-        row[names[0]] = label_names[ranked[0]]
-    row[names[1]] = float(probs[ranked[0]])
-    for k, index in enumerate(ranked[1:top_k], start=2):
-        row[f"label_{k}"], row[f"score_{k}"] = label_names[index], float(probs[index])
-    if all_scores:
-        row.update({f"prob_{name}": float(p) for name, p in zip(label_names, probs)})
-    return row
-
-
-def predict(config: PredictConfig) -> PredictResult:
-    """Classify the texts of ``config`` and render (or write) the results."""
-    inputs = (config.model, *([config.file] if config.file else []))  # never written, --overwrite or not
-    output = check_output_file(config.output, config.overwrite, inputs) if config.output else None
-    output_format = _output_format(config)
-    if config.file is not None:
-        from plmcli import data  # pandas: only when reading a file
-
-        data.check_readable(config.file)  # a missing file is said before the model loads
-    classifier = load_for_inference(config, plain_bert=True)
-    pair_column = config.text_pair_column or classifier.trained_with.get("text_pair_column")
-    texts, pairs, table, text_column = read_inputs(config, classifier, pair_column)
-    if classifier.regression and (config.top_k > 1 or config.all_scores):
-        raise PlmError(
-            f"{config.model} is a regression model: it gives one value per text; --top-k and --all-scores are "
-            "for classifiers."
-        )
-    started = time.perf_counter()
-    probabilities, _ = classifier(texts, config.batch_size, pairs)
-    elapsed = time.perf_counter() - started
-    if classifier.regression:
-        rows, columns, shown = _value_rows(config, classifier.values(probabilities), texts, pairs, table)
-        shown = [text_column or "text", *([pair_column] if pairs is not None else []), *shown]
-        result = PredictResult(rows, columns, shown, output_format, output, len(texts) / max(elapsed, 1e-9))
-        if output is not None:
-            write_text_atomic(output, render(result), replace=config.overwrite)
-        return result
-    chosen = classifier.chosen(probabilities)
-    label_names = classifier.label_names
-    input_columns = list(table.columns) if table is not None else ["text"]
-    # An input table with its own label (or score) column keeps it; the predictions get a prefix.
-    taken = set(input_columns)
-    prefix = next(
-        p for p in ("", "predicted_", "plm_predicted_", None) if p is None or not {p + "label", p + "score"} & taken
-    )
-    if prefix is None:
-        raise PlmError(f"{config.file} already has columns for plm's predictions (label, predicted_label, ...).")
-    label_column, score_column = f"{prefix}label", f"{prefix}score"
-    if prefix:
-        console.info(
-            f"The input has its own label or score column; predictions are in '{label_column}' and '{score_column}'."
-        )
-    top_k = min(config.top_k, len(label_names))
-    extra = [name for k in range(2, top_k + 1) for name in (f"label_{k}", f"score_{k}")]
-    extra += [f"prob_{name}" for name in label_names] if config.all_scores else []
-    clashes = sorted(taken & set(extra))
-    if clashes:
-        raise PlmError(f"{config.file} already has the columns {', '.join(clashes)}, which the predictions need.")
-    records = table.to_dict("records") if table is not None else [{"text": text} for text in texts]
-    rows = [
-        _prediction_row(record, probs, picked, classifier, (label_column, score_column), top_k, config.all_scores)
-        for record, probs, picked in zip(records, probabilities, chosen)
-    ]
-    empty = _empty_rows(texts, pairs)
-    for i in empty:  # a row without text keeps its place in the output, with no prediction
-        rows[i].update(dict.fromkeys([label_column, score_column, *extra]))
-    if empty:
-        console.warn(f"{len(empty)} of {len(texts)} rows have an empty text; they get no label.")
-    columns = input_columns + [label_column, score_column] + extra
-    shown = [text_column or "text"] + ([pair_column] if pairs is not None else [])
-    shown += [label_column, score_column] + extra
-    result = PredictResult(rows, columns, shown, output_format, output, len(texts) / max(elapsed, 1e-9))
-    if output is not None:
-        write_text_atomic(output, render(result), replace=config.overwrite)
-    return result
-
-
-def _empty_rows(texts: list[str], pairs) -> list[int]:
-    """The rows with no text (or no pair text): they keep their place in the output, with no prediction."""
-    return [i for i, text in enumerate(texts) if not str(text).strip() or (pairs and not str(pairs[i]).strip())]
-
-
-def _value_rows(config, values: np.ndarray, texts: list[str], pairs, table) -> tuple[list[dict], list[str], list[str]]:
-    """A regression model's rows: every input column, then ``value`` (``predicted_value`` if the input has one).
-
-    Returns the rows, every column, and the prediction columns the table shows.
-    """
-    input_columns = list(table.columns) if table is not None else ["text"]
-    column = next((c for c in ("value", "predicted_value", "plm_predicted_value") if c not in input_columns), None)
-    if column is None:
-        raise PlmError(f"{config.file} already has columns for plm's predictions (value, predicted_value, ...).")
-    if column != "value":
-        console.info(f"The input has its own value column; predictions are in '{column}'.")
-    records = table.to_dict("records") if table is not None else [{"text": text} for text in texts]
-    rows = [{**record, column: float(value)} for record, value in zip(records, values)]
-    empty = _empty_rows(texts, pairs)
-    for i in empty:  # a row without text keeps its place in the output, with no prediction
-        rows[i][column] = None
-    if empty:
-        console.warn(f"{len(empty)} of {len(texts)} rows have an empty text; they get no value.")
-    return rows, input_columns + [column], [column]
-
-
-def render(result: PredictResult) -> str:
-    """The predictions as a table, JSON (a list of objects), JSON lines or CSV text."""
-    if result.format == "jsonl":
-        return "".join(
-            json.dumps({c: row.get(c) for c in result.columns}, ensure_ascii=False) + "\n" for row in result.rows
-        )
-    if result.format == "json":
-        return (
-            json.dumps([{c: row.get(c) for c in result.columns} for row in result.rows], ensure_ascii=False, indent=1)
-            + "\n"
-        )
-    if result.format == "csv":
-        return to_csv(result.rows, result.columns)
-
-    def cell(value):
-        return "" if value is None else f"{value:.4f}" if isinstance(value, float) else value
-
-    body = [[cell(row[c]) for c in result.shown_columns] for row in result.rows]
-    return console.format_table(result.shown_columns, body) + "\n"
 
 
 def _with_model_mask(text: str, mask_token: str) -> str:

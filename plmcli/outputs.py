@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TextIO
 
 from plmcli import console
 from plmcli.errors import RUNTIME_FAILURE, PlmError
@@ -323,17 +323,19 @@ def writing(final: Path) -> Iterator[None]:
         raise PlmError(f"could not write the model to {final}: {reason}. {final} {what}.", RUNTIME_FAILURE) from exc
 
 
-def write_text_atomic(path: Path, text: str, replace: bool) -> None:
-    """Write a file through a temporary sibling, so readers see the old file or the new one, never half.
+@contextmanager
+def staged_file(path: Path, replace: bool) -> Iterator[TextIO]:
+    """A text stream into a temporary sibling of ``path`` that takes its name when the block ends without error.
 
-    Without ``replace`` the file gets its name only if nothing took that name during the run (a hard
-    link, which never replaces); if something did, it is left as it was, the text goes to a free
-    sibling name, and one line says where (exit 1).
+    Readers see the old file or the new one, never half of it; on an error the temporary file is
+    removed and ``path`` is as it was. Without ``replace`` the file gets its name only if nothing
+    took that name during the run (a hard link, which never replaces); if something did, it is
+    left as it was, the new file goes to a free sibling name, and one line says where (exit 1).
     """
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         umask = os.umask(0)

@@ -102,7 +102,7 @@ def test_finetune_options_reach_the_config(cli, monkeypatch):
 
 def test_predict_options_reach_the_config(cli, monkeypatch):
     received = []
-    monkeypatch.setattr("plmcli.inference.predict", lambda config: received.append(config) or _stop())
+    monkeypatch.setattr("plmcli.prediction.predict", lambda config, write: received.append(config) or _stop())
     cli("predict", "a", "b")
     assert received[0] == PredictConfig(texts=["a", "b"])
     cli(

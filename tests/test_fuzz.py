@@ -1,6 +1,6 @@
 """Property-based tests of every reader: a well-formed table reads back exactly, any bytes read or fail in one line.
 
-Tables are written the way plm writes them (``inference.to_csv`` for CSV, the json module,
+Tables are written the way plm writes them (``formats.to_csv`` for CSV, the json module,
 pyarrow for Parquet, tab-joined lines for TSV, as GLUE's are). Whatever hypothesis finds that
 breaks a reader stays here as an ``@example``.
 """
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from plmcli import corpus, corpus_cache, data
 from plmcli.errors import PlmError
-from plmcli.inference import to_csv
+from plmcli.formats import to_csv
 
 # PLM_FUZZ_EXAMPLES=5000 searches harder (a maintainer's run); the suite tries 60 inputs per test.
 FUZZ = settings(

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from plmcli.errors import RUNTIME_FAILURE, PlmError
-from plmcli.outputs import claimed, staged_dir, write_text_atomic
+from plmcli.outputs import claimed, staged_dir, staged_file
 from tests.conftest import plm_command, snapshot, write_csv
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--device", "cpu"]
@@ -115,29 +115,31 @@ def test_a_finetune_keeps_a_directory_made_at_its_output_during_the_run(
 
 def test_a_file_written_without_overwrite_never_replaces_one_made_meanwhile(tmp_path):
     path = tmp_path / "predictions.csv"
-    write_text_atomic(path, "first\n", replace=False)
-    with pytest.raises(PlmError) as error:
-        write_text_atomic(path, "second\n", replace=False)
+    with staged_file(path, replace=False) as stream:
+        stream.write("first\n")
+    with pytest.raises(PlmError) as error, staged_file(path, replace=False) as stream:
+        stream.write("second\n")
     assert str(error.value) == (
         f"{path} was created by something else during this run; it was left as it was, and the results are in "
         f"{tmp_path / 'predictions-2.csv'}."
     )
     assert path.read_text() == "first\n" and (tmp_path / "predictions-2.csv").read_text() == "second\n"
-    write_text_atomic(path, "third\n", replace=True)
+    with staged_file(path, replace=True) as stream:
+        stream.write("third\n")
     assert path.read_text() == "third\n" and sorted(os.listdir(tmp_path)) == ["predictions-2.csv", "predictions.csv"]
 
 
 def test_predict_keeps_an_output_file_made_during_its_run(cli, tiny_classifier, tmp_path, monkeypatch):
-    from plmcli import inference
+    from plmcli import prediction
 
     output = tmp_path / "labels.csv"
-    render = inference.render
+    read_inputs = prediction.read_inputs
 
-    def someone_else_writes_there(result):
+    def someone_else_writes_there(*args):
         output.write_text("theirs")
-        return render(result)
+        return read_inputs(*args)
 
-    monkeypatch.setattr(inference, "render", someone_else_writes_there)
+    monkeypatch.setattr(prediction, "read_inputs", someone_else_writes_there)
     run = cli("predict", "--model", tiny_classifier, "a good film", "--output", output)
     assert run.exit_code == 1 and run.error_line.startswith(f"Error: {output} was created by something else")
     assert output.read_text() == "theirs" and "a good film" in (tmp_path / "labels-2.csv").read_text()

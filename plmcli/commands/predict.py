@@ -90,13 +90,11 @@ def predict(
         encoding=encoding,
         allow_pickle=allow_pickle,
     )
-    from plmcli.inference import predict as run_predict
-    from plmcli.inference import render
+    from plmcli.formats import render
+    from plmcli.prediction import predict as run_predict
 
-    result = run_predict(config)
+    result = run_predict(config, write=console.write)  # CSV and JSON to stdout as they come
     if result.output is not None:
-        console.info(
-            f"Wrote {len(result.rows)} predictions to {result.output} ({result.texts_per_second:.0f} texts/s)."
-        )
-    else:
-        console.out(render(result).rstrip("\n"))
+        console.info(f"Wrote {result.count} predictions to {result.output} ({result.texts_per_second:.0f} texts/s).")
+    elif result.rows:
+        console.out(render(result.rows, result.columns, result.shown_columns, result.format).rstrip("\n"))

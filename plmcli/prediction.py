@@ -1,0 +1,237 @@
+"""`plm predict`: texts in, a label (or a value) per text out, a chunk at a time.
+
+The texts come from the command line or a file (a table comes back whole, with the prediction
+columns added to each row). They are tokenised into packed ids and run longest first in batches
+over the whole input (plmcli.inference: the batches, and so the scores, do not depend on how the
+output is written); then their rows are made and written CHUNK at a time, so memory stays flat
+however long the file is: CSV, JSON and JSON lines go to a staged file that takes the output's
+name at the end (or to stdout as they come); a table is rendered whole.
+"""
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from plmcli import console
+from plmcli.config import PredictConfig
+from plmcli.errors import PlmError
+from plmcli.formats import FORMAT_BY_SUFFIX, ChunkWriter
+from plmcli.inference import Classifier, load_for_inference
+from plmcli.outputs import check_output_file, staged_file
+
+CHUNK = 4096  # rows made and written at a time
+PROGRESS = 1000  # texts from which predicting shows a progress bar (on a terminal)
+
+
+@dataclass
+class PredictResult:
+    """What predict did: the rows when they were kept to be rendered (a table, or the Python API), else none."""
+
+    rows: list[dict]  # one per text: the input columns (or 'text'), then label, score, ...; [] when streamed
+    columns: list[str]  # every column, in order (csv and json)
+    shown_columns: list[str]  # the columns the table shows
+    format: str  # table, json, jsonl or csv
+    output: Optional[Path]  # the file written, or None for stdout
+    texts_per_second: float
+    count: int = 0  # texts predicted
+
+
+def predict(config: PredictConfig, write: Optional[Callable[[str], None]] = None) -> PredictResult:
+    """Classify the texts of ``config`` and write their rows a chunk at a time.
+
+    With --output the rows go to a staged file; else, with ``write`` (the CLI's stdout), CSV, JSON
+    and JSON lines go there as they come. A table, or a call without either, keeps every row in
+    the result to render.
+    """
+    inputs = (config.model, *([config.file] if config.file else []))  # never written, --overwrite or not
+    output = check_output_file(config.output, config.overwrite, inputs) if config.output else None
+    output_format = _output_format(config)
+    if config.file is not None:
+        from plmcli import data  # pandas: only when reading a file
+
+        data.check_readable(config.file)  # a missing file is said before the model loads
+    classifier = load_for_inference(config, plain_bert=True)
+    pair_column = config.text_pair_column or classifier.trained_with.get("text_pair_column")
+    texts, pairs, table, text_column = read_inputs(config, classifier, pair_column)
+    layout = Layout.of(config, classifier, table, text_column, pair_column)
+    streamed = output_format != "table" and (output is not None or write is not None)
+    started = time.perf_counter()
+    with _progress(len(texts)) as advance:
+        outputs, long_texts = classifier.scores(texts, config.batch_size, pairs, advance)
+    elapsed = time.perf_counter() - started
+    classifier.say_long(long_texts, len(texts), pairs is not None)
+    kept, empty = [], 0
+    with _destination(output, config.overwrite, write) as sink:
+        writer = ChunkWriter(sink, output_format, layout.columns) if streamed else None
+        for start in range(0, len(texts), CHUNK):  # rows are made and written a chunk at a time
+            end = min(start + CHUNK, len(texts))
+            records = table.iloc[start:end].to_dict("records") if table is not None else None
+            chunk_pairs = pairs[start:end] if pairs is not None else None
+            rows, blank = layout.rows(outputs[start:end], texts[start:end], chunk_pairs, records)
+            empty += blank
+            if writer is not None:
+                writer.add(rows)
+            else:
+                kept += rows
+        if writer is not None:
+            writer.close()
+        elif output is not None:
+            from plmcli.formats import render
+
+            sink(render(kept, layout.columns, layout.shown, output_format))
+    if empty:
+        what = "value" if classifier.regression else "label"
+        console.warn(f"{empty} of {len(texts)} rows have an empty text; they get no {what}.")
+    rate = len(texts) / max(elapsed, 1e-9)
+    return PredictResult(kept, layout.columns, layout.shown, output_format, output, rate, len(texts))
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[int], object]]:
+    """A function to call with each batch's size: a bar with texts/s on a terminal, for more than PROGRESS texts."""
+    from tqdm.auto import tqdm
+
+    with tqdm(
+        total=total, desc="Predicting", unit="text", file=sys.stderr, disable=None if total > PROGRESS else True
+    ) as bar:
+        yield bar.update
+
+
+@contextmanager
+def _destination(output: Optional[Path], overwrite: bool, write: Optional[Callable[[str], None]]):
+    """Where the text goes: a staged file published when the block ends (see outputs.staged_file), or ``write``."""
+    if output is None:
+        yield write
+        return
+    with staged_file(output, replace=overwrite) as stream:
+        yield stream.write
+
+
+def read_inputs(config, classifier: Classifier, pair_column: Optional[str]):
+    """The texts (and pairs) to classify from config.texts or config.file, with the table they came from.
+
+    Columns: those given, else the ones the model was trained on when the file has them, else detected.
+    Returns (texts, pairs or None, table or None, text column or None).
+    """
+    saved = classifier.trained_with
+    if config.file is None:
+        if pair_column:
+            raise PlmError(
+                f"{config.model} classifies text pairs (columns '{saved.get('text_column')}' and '{pair_column}'); "
+                "give them in a table with --file."
+            )
+        return list(config.texts), None, None, None
+    from plmcli import data  # pandas: only when reading a file
+
+    return data.read_texts(config.file, config.text_column, pair_column, saved.get("text_column"), config.encoding)
+
+
+def _output_format(config: PredictConfig) -> str:
+    if config.format is not None:
+        return config.format
+    if config.output is not None:
+        suffix = Path(config.output).suffix.lower()
+        if suffix not in FORMAT_BY_SUFFIX:
+            raise PlmError(
+                f"cannot tell the format of --output {config.output} from '{suffix}'; "
+                "pass --format table|json|jsonl|csv."
+            )
+        return FORMAT_BY_SUFFIX[suffix]
+    return "table"
+
+
+@dataclass
+class Layout:
+    """The output's columns, and how a chunk's model outputs become its rows."""
+
+    classifier: Classifier
+    columns: list[str]  # the input's columns (or 'text'), then the predictions'
+    shown: list[str]  # what a table shows: the text (and pair) columns, then the predictions'
+    predicted: list[str]  # the prediction columns: (label, score, label_2, score_2, ..., prob_*) or (value,)
+    top_k: int = 1
+    all_scores: bool = False
+
+    @classmethod
+    def of(cls, config, classifier: Classifier, table, text_column, pair_column) -> "Layout":
+        """The layout for this model and input; an input whose columns the predictions would take is refused."""
+        input_columns = list(table.columns) if table is not None else ["text"]
+        taken = set(input_columns)
+        texts = [text_column or "text", *([pair_column] if pair_column and table is not None else [])]
+        if classifier.regression:
+            if config.top_k > 1 or config.all_scores:
+                raise PlmError(
+                    f"{config.model} is a regression model: it gives one value per text; --top-k and --all-scores "
+                    "are for classifiers."
+                )
+            column = next((c for c in ("value", "predicted_value", "plm_predicted_value") if c not in taken), None)
+            if column is None:
+                raise PlmError(
+                    f"{config.file} already has columns for plm's predictions (value, predicted_value, ...)."
+                )
+            if column != "value":
+                console.info(f"The input has its own value column; predictions are in '{column}'.")
+            return cls(classifier, input_columns + [column], texts + [column], [column])
+        prefix = next(
+            p
+            for p in ("", "predicted_", "plm_predicted_", None)
+            if p is None or not {p + "label", p + "score"} & taken
+        )
+        if prefix is None:
+            raise PlmError(f"{config.file} already has columns for plm's predictions (label, predicted_label, ...).")
+        if prefix:
+            console.info(
+                f"The input has its own label or score column; predictions are in '{prefix}label' and '{prefix}score'."
+            )
+        top_k = min(config.top_k, len(classifier.label_names))
+        extra = [name for k in range(2, top_k + 1) for name in (f"label_{k}", f"score_{k}")]
+        extra += [f"prob_{name}" for name in classifier.label_names] if config.all_scores else []
+        clashes = sorted(taken & set(extra))
+        if clashes:
+            raise PlmError(f"{config.file} already has the columns {', '.join(clashes)}, which the predictions need.")
+        predicted = [f"{prefix}label", f"{prefix}score", *extra]
+        return cls(classifier, input_columns + predicted, texts + predicted, predicted, top_k, config.all_scores)
+
+    def rows(self, outputs: np.ndarray, texts: list[str], pairs, records) -> tuple[list[dict], int]:
+        """The rows of one chunk (its input records, or its texts, with the predictions) and how many were empty.
+
+        A row without text keeps its place, with no prediction.
+        """
+        records = records if records is not None else [{"text": text} for text in texts]
+        if self.classifier.regression:
+            rows = [
+                {**record, self.predicted[0]: float(value)}
+                for record, value in zip(records, self.classifier.values(outputs))
+            ]
+        else:
+            chosen = self.classifier.chosen(outputs)
+            rows = [self._labelled(record, probs, picked) for record, probs, picked in zip(records, outputs, chosen)]
+        empty = [i for i, text in enumerate(texts) if not str(text).strip() or (pairs and not str(pairs[i]).strip())]
+        for i in empty:
+            rows[i].update(dict.fromkeys(self.predicted))
+        return rows, len(empty)
+
+    def _labelled(self, record: dict, probs: np.ndarray, chosen: np.ndarray) -> dict:
+        """One input row with its label and score, the next labels of --top-k and the --all-scores columns.
+
+        A multi-label model's label is every label at or above its threshold, joined by its separator
+        ('' for none), best first; its score is the best label's.
+        """
+        classifier, label_names = self.classifier, self.classifier.label_names
+        ranked = np.argsort(-probs, kind="stable")
+        row = dict(record)
+        if classifier.multi_label:
+            row[self.predicted[0]] = classifier.separator.join(label_names[i] for i in ranked if chosen[i])
+        else:
+            row[self.predicted[0]] = label_names[ranked[0]]
+        row[self.predicted[1]] = float(probs[ranked[0]])
+        for k, index in enumerate(ranked[1 : self.top_k], start=2):
+            row[f"label_{k}"], row[f"score_{k}"] = label_names[index], float(probs[index])
+        if self.all_scores:
+            row.update({f"prob_{name}": float(p) for name, p in zip(label_names, probs)})
+        return row
