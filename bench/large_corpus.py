@@ -6,9 +6,11 @@ process with an empty tokenized-corpus cache the first time (PLM_CACHE) and the 
 second time, for a few training steps only: what is measured is reading, tokenizing and loading
 the corpus. Prints, and writes to bench/out/large_corpus.json, each run's wall time and peak
 resident memory (the child's own ru_maxrss, from wait4). With --also-megabytes M, a smaller corpus is measured the
-same way first, to show that memory does not grow with the corpus.
+same way first, to show that memory does not grow with the corpus. With --one-line, the corpus
+is measured as lines and as one line (long lines are cut while reading: memory should match).
 
     python bench/large_corpus.py --megabytes 500 --also-megabytes 50
+    python bench/large_corpus.py --megabytes 20 --one-line
 """
 
 import argparse
@@ -26,13 +28,17 @@ HERE = Path(__file__).resolve().parent
 SST2 = HERE.parent.parent / "shared" / "data" / "sst2" / "train.tsv"
 
 
-def write_corpus(path: Path, megabytes: int, seed: int = 0) -> int:
-    """SST-2 sentences in random documents until the file holds ``megabytes`` MB; returns its size in bytes."""
+def write_corpus(path: Path, megabytes: int, seed: int = 0, one_line: bool = False) -> int:
+    """SST-2 sentences in random documents until the file holds ``megabytes`` MB; returns its size in bytes.
+
+    With ``one_line`` the same text is one line: spaces where the line breaks were.
+    """
     sentences = [line.split("\t", 1)[1].strip() for line in SST2.read_text(encoding="utf-8").splitlines()[1:]]
     rng, target, written = random.Random(seed), megabytes * 1_000_000, 0
     with open(path, "w", encoding="utf-8") as stream:
         while written < target:
             document = "\n".join(rng.choices(sentences, k=rng.randint(4, 12))) + "\n\n"
+            document = document.replace("\n", " ") if one_line else document
             stream.write(document)
             written += len(document.encode("utf-8"))
     return path.stat().st_size
@@ -84,16 +90,37 @@ def measure(megabytes: int, scratch: Path, steps: int) -> dict:
     return {"corpus_bytes": size, "first_run": first, "second_run": second}
 
 
+def measure_one_line(megabytes: int, scratch: Path, steps: int) -> dict:
+    """The same text as lines and as one line, each tokenized by a first run: peak memory side by side."""
+    results = {}
+    for shape in ("lines", "one_line"):
+        corpus = scratch / f"corpus-{megabytes}mb-{shape}.txt"
+        write_corpus(corpus, megabytes, one_line=shape == "one_line")
+        results[shape] = run_pretrain(corpus, scratch / "out", scratch / f"cache-{shape}", steps)
+        corpus.unlink()
+        shutil.rmtree(scratch / f"cache-{shape}", ignore_errors=True)
+    results["memory_ratio_one_line_to_lines"] = round(
+        results["one_line"]["peak_rss_gib"] / results["lines"]["peak_rss_gib"], 3
+    )
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=500)
     parser.add_argument("--also-megabytes", type=int, help="measure a smaller corpus first, for comparison")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--scratch", help="where the corpus and cache go (default: a temporary directory)")
+    parser.add_argument("--one-line", action="store_true", help="compare the corpus as lines and as one line")
     args = parser.parse_args()
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="plm-large-corpus-"))
     scratch.mkdir(parents=True, exist_ok=True)
     results = {"cpu_threads": os.cpu_count(), "steps": args.steps}
+    if args.one_line:
+        results[f"{args.megabytes}MB"] = measure_one_line(args.megabytes, scratch, args.steps)
+        shutil.rmtree(scratch, ignore_errors=True)
+        print(json.dumps(results, indent=2))
+        return
     for megabytes in ([args.also_megabytes] if args.also_megabytes else []) + [args.megabytes]:
         results[f"{megabytes}MB"] = measure(megabytes, scratch, args.steps)
         print(json.dumps({f"{megabytes}MB": results[f"{megabytes}MB"]}), flush=True)

@@ -14,7 +14,7 @@ import random
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,8 @@ from plmcli.errors import PlmError
 
 CORPUS_SUFFIXES = (".txt", ".txt.gz", ".text", ".text.gz")  # what a directory contributes
 BATCH_LINES = 2000  # lines per tokenizer call (the fast tokenizer batches them in Rust)
+BATCH_CHARS = 1_000_000  # characters per tokenizer call at most: its memory grows with the text it holds
+LONG_LINE = 10_000  # characters: a longer line is read as pieces of at most this many, cut at spaces
 SHORT_PAIR_PROBABILITY = 0.1  # BERT's short_seq_prob: some NSP pairs are shorter than max_length
 HINT = "convert it to UTF-8 first, e.g. iconv -f latin1 -t utf-8."  # for a corpus in another encoding
 
@@ -65,13 +67,42 @@ def expand(item: str) -> list[Path]:
     raise PlmError(f"corpus file not found: {item}")
 
 
+def cut_long(line: str) -> list[str]:
+    """A stripped line, or the pieces of one longer than LONG_LINE characters, cut at the last space before it.
+
+    A corpus of one 20 MB line would otherwise reach the tokenizer whole (gigabytes of memory); at a
+    space the cut leaves every word's tokens as they were (a piece without a space is cut where it must).
+    """
+    line = line.strip()
+    pieces = []
+    while len(line) > LONG_LINE:
+        cut = line.rfind(" ", 1, LONG_LINE + 1)
+        cut = cut if cut > 0 else LONG_LINE
+        pieces.append(line[:cut].rstrip())
+        line = line[cut:].lstrip()
+    return [*pieces, line]
+
+
+def _batches(lines: Iterable[str]) -> Iterator[list[str]]:
+    """Lines in batches for the tokenizer: BATCH_LINES at most, and BATCH_CHARS characters (one line at least)."""
+    batch, size = [], 0
+    for line in lines:
+        if batch and (len(batch) == BATCH_LINES or size + len(line) > BATCH_CHARS):
+            yield batch
+            batch, size = [], 0
+        batch.append(line)
+        size += len(line)
+    if batch:
+        yield batch
+
+
 def split_documents(text: str) -> list[list[str]]:
-    """Documents (lists of stripped, non-empty lines) of a text; blank lines separate them."""
+    """Documents (lists of stripped, non-empty lines, long ones cut) of a text; blank lines separate them."""
     documents, current = [], []
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        line = line.strip()
+    for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = raw.strip()
         if line:
-            current.append(line)
+            current.extend(cut_long(line))
         elif current:
             documents.append(current)
             current = []
@@ -133,8 +164,8 @@ def _encode_lines(lines: list[str], tokenizer, special_tokens: bool, offsets: bo
     encoded: dict[str, list] = {"input_ids": [], "special_tokens_mask": []}
     if offsets:
         encoded["offset_mapping"] = []
-    for start in range(0, len(lines), BATCH_LINES):
-        batch = encode_batch(lines[start : start + BATCH_LINES], tokenizer, special_tokens, offsets)
+    for lines_batch in _batches(lines):
+        batch = encode_batch(lines_batch, tokenizer, special_tokens, offsets)
         for name in encoded:
             encoded[name].extend(batch[name])
     return encoded
@@ -152,8 +183,7 @@ def examples_from_lines(
     """
     names = ["input_ids", "special_tokens_mask"] + (["offset_mapping"] if offsets else [])
     carry: dict[str, list] = {name: [] for name in names}
-    stream = iter(lines)
-    while batch := list(islice(stream, BATCH_LINES)):
+    for batch in _batches(lines):
         encoded = encode_batch(batch, tokenizer, offsets=offsets)
         if line_by_line:
             for row in range(len(batch)):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plmcli import console, textfiles
-from plmcli.corpus import Examples, describe_counts, examples_from_lines, expand
+from plmcli.corpus import Examples, cut_long, describe_counts, examples_from_lines, expand
 from plmcli.errors import RUNTIME_FAILURE, PlmError
 
 FORMAT = 1  # bump when the cached examples change shape
@@ -64,7 +64,7 @@ def _pieces(path: Path, number: int, raw: bytes) -> list[str]:
     if "\x00" in text:
         raise textfiles.binary_error(str(path), number)
     pieces = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return [piece.strip() for piece in (pieces[:-1] if text.endswith(("\n", "\r")) else pieces)]
+    return [part for piece in (pieces[:-1] if text.endswith(("\n", "\r")) else pieces) for part in cut_long(piece)]
 
 
 def _text_lines(path: Path) -> Iterator[str]:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from plmcli import corpus
+from plmcli import corpus, corpus_cache
 from plmcli.errors import PlmError
 
 
@@ -160,3 +160,25 @@ def test_nsp_random_segments_of_one_document_stay_away_from_segment_a():
     document = [[line] for line in range(12)]  # line i is the one token i
     starts = {corpus._random_segment([document], 0, (3, 6), 1, random.Random(seed))[0] for seed in range(40)}
     assert starts and all(start < 1 or start > 8 for start in starts)
+
+
+def test_a_long_line_is_cut_at_spaces_into_pieces_read_as_lines(tmp_path):
+    words = [f"word{i % 97}" for i in range(6000)]  # about 40,000 characters on one line
+    line = " ".join(words)
+    pieces = corpus.cut_long(line)
+    assert len(pieces) == 5 and all(len(piece) <= corpus.LONG_LINE for piece in pieces)
+    assert " ".join(pieces).split(" ") == words  # every word whole, none lost
+    assert corpus.cut_long("x" * 25_000) == ["x" * 10_000, "x" * 10_000, "x" * 5_000]  # no space: cut where it must
+    path = tmp_path / "one-line.txt"
+    path.write_text(line + "\n\nnext document\n", encoding="utf-8")
+    assert corpus.read_corpus([str(path)]).documents == [pieces, ["next document"]]
+    scanned = corpus_cache.scan([path], [str(path)])
+    assert (scanned.lines, scanned.documents) == (6, 2)
+    assert list(corpus_cache.lines([path])) == [*pieces, "next document"]
+
+
+def test_tokenizer_batches_are_bounded_in_lines_and_characters():
+    lines = ["a" * 400_000, "b" * 400_000, "c" * 400_000, "d"] + ["e"] * 2500
+    batches = list(corpus._batches(lines))
+    assert [len(batch) for batch in batches] == [2, 2000, 502]
+    assert [line for batch in batches for line in batch] == lines

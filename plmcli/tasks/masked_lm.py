@@ -11,6 +11,7 @@ standard BertForMaskedLM or BertForPreTraining.
 
 import hashlib
 import math
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -90,8 +91,11 @@ def evaluate_masked_lm(model, batches: list[dict], device: str, precision: str =
     loss_sum, masked, correct, pairs, pairs_correct = 0.0, 0, 0, 0, 0
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     autocast = torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype is not None)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(batches, desc="Held-out set", unit="batch", file=sys.stderr, disable=None, leave=False)  # on a terminal
     with torch.inference_mode(), autocast:
-        for batch in batches:
+        for batch in bar:
             batch = {name: tensor.to(device) for name, tensor in batch.items()}
             output = model(**batch)
             logits = output.logits if hasattr(output, "logits") else output.prediction_logits
