@@ -12,12 +12,12 @@ from typing import Annotated
 import typer
 
 from plmcli import __version__, console, interrupts
-from plmcli.commands import check, evaluate, fill_mask, finetune, predict, pretrain
+from plmcli.commands import check, evaluate, fill_mask, finetune, predict, pretrain, serve
 from plmcli.errors import RUNTIME_FAILURE, Interrupted, PlmError
 
 app = typer.Typer(
     name="plm",
-    help="Take a BERT-style model through its life on your data: pretrain, finetune, predict, evaluate.",
+    help="Take a BERT-style model through its life on your data: pretrain, finetune, predict, evaluate, serve.",
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
@@ -30,6 +30,7 @@ app.command("predict")(predict.predict)
 app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
 app.command("check", no_args_is_help=True)(check.check)
 app.command("fill-mask", no_args_is_help=True)(fill_mask.fill_mask)
+app.command("serve")(serve.serve)
 
 _debug = False
 

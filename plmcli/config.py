@@ -381,3 +381,40 @@ class PredictConfig:
             _check_choice("--format", self.format, FORMATS)
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--precision", self.precision, PRECISIONS)
+
+
+@dataclass
+class ServeConfig:
+    """Settings of `plm serve`: a fine-tuned model answering POST /predict over HTTP."""
+
+    model: str = DEFAULT_CLASSIFIER
+    allow_pickle: bool = False  # also load pickled .bin weights (read with torch's weights_only=True)
+    host: str = "127.0.0.1"  # only this machine can connect unless a host says otherwise
+    port: int = 8000
+    max_batch_size: int = 64  # texts run in one forward pass: concurrent requests are gathered up to it
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others to join it
+    max_texts_per_request: int = 256
+    max_body_bytes: int = 1 << 20  # a larger request body is refused (413)
+    timeout: float = 30.0  # seconds a request may wait for its answer (504 after)
+    api_key: Optional[str] = None  # requests need "Authorization: Bearer KEY" (all but /health)
+    log_texts: bool = False  # write the texts of each request to the access log
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        _expand_paths(self)
+        for name, value in (
+            ("--max-batch-size", self.max_batch_size),
+            ("--max-texts-per-request", self.max_texts_per_request),
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--timeout", self.timeout),
+        ):
+            _check_positive(name, value)
+        if not 0 <= self.max_wait_ms < math.inf:
+            raise PlmError(f"--max-wait-ms must be 0 or more; got {self.max_wait_ms}.")
+        if not 0 <= self.port < 65536:
+            raise PlmError(f"--port must be between 0 and 65535; got {self.port}.")
+        if self.api_key is not None and not self.api_key.strip():
+            raise PlmError("--api-key is empty; give a key, or leave it out to serve without one.")
+        _check_choice("--device", self.device, DEVICES)
+        _check_choice("--precision", self.precision, PRECISIONS)

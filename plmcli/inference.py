@@ -229,6 +229,11 @@ class Classifier:
         check_finite(probabilities, self.name)
         return probabilities, long_texts
 
+    def truncated(self, texts: list[str], pairs: Optional[list[str]] = None) -> list[bool]:
+        """Which texts (or pairs) are longer than max_length: cut by predict, read in windows with --long sliding."""
+        encodings = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+        return [bool(encoding.overflowing) for encoding in encodings.encodings]
+
     def say_long(self, long_texts: int, total: int, pairs: bool) -> None:
         """One line on how the ``long_texts`` of ``total`` texts (or pairs) longer than max_length were read."""
         if long_texts and self.sliding:
@@ -259,7 +264,8 @@ def load_for_inference(config, plain_bert: bool = False) -> Classifier:
     """
     device = modeling.choose_device(config.device)
     modeling.choose_precision(config.precision, device)  # one the device cannot run is refused before loading
-    plain_bert = plain_bert and device == "cpu" and config.long != "sliding"
+    sliding = getattr(config, "long", "truncate") == "sliding"  # plm serve truncates, as predict does by default
+    plain_bert = plain_bert and device == "cpu" and not sliding
     tokenizer, model = modeling.load_classifier(config.model, config.allow_pickle, plain_bert)
     from plmcli import bert
 
@@ -267,8 +273,8 @@ def load_for_inference(config, plain_bert: bool = False) -> Classifier:
         speed.adapt(model, training=False, cpu=device == "cpu")
     precision = modeling.inference_precision(config.precision, device, getattr(model.config, "plm", None))
     limit = modeling.model_limit(tokenizer, model)
-    max_length = min(config.max_length or limit, limit)
-    return Classifier(tokenizer, model, device, precision, max_length, config.long == "sliding", config.model)
+    max_length = min(getattr(config, "max_length", None) or limit, limit)
+    return Classifier(tokenizer, model, device, precision, max_length, sliding, config.model)
 
 
 def _with_model_mask(text: str, mask_token: str) -> str:

@@ -1,0 +1,364 @@
+"""`plm serve`: a fine-tuned model as a warm HTTP service (FastAPI on uvicorn).
+
+POST /predict answers with the prediction fields `plm predict --format json` gives for the same
+texts, in input order; GET /health is 503 until the model is loaded and has answered a warm-up,
+then 200; GET /metadata describes the model. Concurrent requests are gathered into batches of up
+to --max-batch-size texts (the first waits at most --max-wait-ms for others to join) and run one
+batch at a time on one worker thread, longest first as predict runs them, while the event loop
+goes on accepting. Every error is a JSON body {"error": "one line"}, never a traceback; each
+request is one access-log line on stderr. On SIGTERM or Ctrl-C the server stops accepting,
+answers what is in flight and exits 0.
+"""
+
+import asyncio
+import hmac
+import json
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
+
+import numpy as np
+
+from plmcli import __version__, console, interrupts
+from plmcli.config import ServeConfig
+from plmcli.errors import RUNTIME_FAILURE, PlmError
+
+WARM_UP = "A short text that warms the model up."
+
+
+@dataclass
+class _Job:
+    """One request's texts waiting for the model; ``answer`` gets (outputs, texts in its batch)."""
+
+    texts: list[str]
+    pairs: Optional[list[str]]
+    answer: asyncio.Future
+
+
+class Batcher:
+    """Gathers the texts of concurrent requests into batches, run one at a time on one worker thread."""
+
+    def __init__(self, classifier, max_batch_size: int, max_wait: float) -> None:
+        self.classifier, self.max_batch_size, self.max_wait = classifier, max_batch_size, max_wait
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plm-model")
+
+    async def predict(self, texts: list[str], pairs: Optional[list[str]]) -> tuple[np.ndarray, int]:
+        """The model's outputs (texts, labels) for ``texts`` and how many texts their batch held."""
+        answer = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Job(texts, pairs, answer))
+        return await answer
+
+    async def run(self) -> None:
+        """Take the first waiting request, gather more for up to max_wait or max_batch_size texts, run, answer."""
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            count, deadline = len(jobs[0].texts), loop.time() + self.max_wait
+            while count < self.max_batch_size:
+                try:
+                    job = (
+                        self.queue.get_nowait()
+                        if not self.queue.empty()
+                        else await asyncio.wait_for(self.queue.get(), max(deadline - loop.time(), 0))
+                    )
+                except asyncio.TimeoutError:
+                    break
+                jobs.append(job)
+                count += len(job.texts)
+            jobs = [job for job in jobs if not job.answer.done()]  # a request that timed out is not run
+            if jobs:
+                await self._answer(jobs)
+
+    async def _answer(self, jobs: list[_Job]) -> None:
+        texts = [text for job in jobs for text in job.texts]
+        pairs = [pair for job in jobs for pair in job.pairs] if jobs[0].pairs is not None else None
+        try:
+            outputs, _ = await asyncio.get_running_loop().run_in_executor(
+                self.worker, self.classifier.scores, texts, self.max_batch_size, pairs
+            )
+        except Exception as exc:  # answered as a 500 (a PlmError as its line), the server goes on
+            for job in jobs:
+                if not job.answer.done():
+                    job.answer.set_exception(exc)
+            return
+        start = 0
+        for job in jobs:
+            if not job.answer.done():
+                job.answer.set_result((outputs[start : start + len(job.texts)], len(texts)))
+            start += len(job.texts)
+
+
+@dataclass
+class _State:
+    """What the app knows: the model once loaded and warm, and why loading failed if it did."""
+
+    classifier: object = None
+    batcher: Optional[Batcher] = None
+    ready: bool = False
+    failure: Optional[BaseException] = None
+    stop: Callable[[], None] = lambda: None  # asks the server to shut down (set by serve)
+    tasks: list = field(default_factory=list)
+
+
+def create_app(config: ServeConfig, load: Optional[Callable[[], object]] = None):
+    """The FastAPI app of ``config``; ``load`` returns the classifier (default: load_for_inference), in a thread."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+    from starlette.exceptions import HTTPException  # what the router raises (404, 405), FastAPI's is a subclass
+
+    state = _State()
+    if load is None:
+        from plmcli.inference import load_for_inference
+
+        def load():
+            return load_for_inference(config, plain_bert=True)
+
+    async def start() -> None:
+        try:
+            classifier = await asyncio.to_thread(load)
+            pair = [WARM_UP] if classifier.trained_with.get("text_pair_column") else None
+            started = time.perf_counter()
+            await asyncio.to_thread(classifier.scores, [WARM_UP], 1, pair)
+        except Exception as exc:  # a PlmError is the command's error line; anything else a bug, with traceback
+            state.failure = exc
+            state.stop()
+            return
+        state.classifier = classifier
+        state.batcher = Batcher(classifier, config.max_batch_size, config.max_wait_ms / 1000)
+        state.tasks.append(asyncio.create_task(state.batcher.run()))
+        state.ready = True
+        console.info(
+            f"Ready: {config.model} on {classifier.device} in {classifier.precision}; a warm-up text took "
+            f"{1000 * (time.perf_counter() - started):.0f} ms."
+        )
+
+    @asynccontextmanager
+    async def lifespan(app):
+        state.tasks.append(asyncio.create_task(start()))
+        yield
+        for task in state.tasks:
+            task.cancel()
+        if state.batcher is not None:
+            state.batcher.worker.shutdown(wait=False)
+
+    app = FastAPI(title="plm serve", version=__version__, lifespan=lifespan)
+    app.state.plm = state
+
+    class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        texts: list[StrictStr]
+        text_pairs: Optional[list[StrictStr]] = None
+        top_k: StrictInt = Field(1, ge=1)
+        all_scores: StrictBool = False
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        problem = exc.errors()[0]
+        if problem.get("type") == "json_invalid":
+            return error(400, f"the body is not valid JSON ({problem.get('ctx', {}).get('error', 'malformed')}).")
+        where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
+        if not where:
+            return error(422, 'the body must be a JSON object like {"texts": ["..."]}, sent as application/json.')
+        return error(422, f"{where}: {problem.get('msg', 'invalid')}.")
+
+    @app.middleware("http")
+    async def guard_and_log(request: Request, call_next):
+        started = time.perf_counter()
+        request.state.texts, request.state.batch = 0, 0
+        if config.api_key is not None and request.url.path != "/health" and not _authorised(request, config.api_key):
+            response = error(401, "missing or wrong API key: send the header 'Authorization: Bearer KEY'.")
+        elif int(request.headers.get("content-length") or 0) > config.max_body_bytes:
+            response = error(413, f"the body is larger than {config.max_body_bytes} bytes (--max-body-bytes).")
+        else:
+            response = await call_next(request)
+        line = (
+            f'{request.client.host if request.client else "-"} "{request.method} {request.url.path}" '
+            f"{response.status_code} texts={request.state.texts} batch={request.state.batch} "
+            f"{1000 * (time.perf_counter() - started):.1f} ms"
+        )
+        logged = getattr(request.state, "logged", None) if config.log_texts else None  # texts only when asked
+        console.info(line + (f" {json.dumps(logged, ensure_ascii=False)}" if logged else ""))
+        return response
+
+    @app.get("/health")
+    async def health():
+        if not state.ready:
+            return error(503, "the model is loading.")
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    async def metadata():
+        if not state.ready:
+            return error(503, "the model is loading.")
+        return describe(config, state.classifier)
+
+    @app.post("/predict")
+    async def predict(body: PredictRequest, request: Request):
+        if not state.ready:
+            return error(503, "the model is loading.")
+        request.state.texts = len(body.texts)
+        request.state.logged = body.texts
+        problem = _check(body, state.classifier, config)
+        if problem is not None:
+            return error(*problem)
+        try:
+            outputs, batch = await asyncio.wait_for(state.batcher.predict(body.texts, body.text_pairs), config.timeout)
+        except asyncio.TimeoutError:
+            return error(504, f"no answer within {config.timeout:g} s (--timeout).")
+        except PlmError as exc:
+            console.error(str(exc))
+            return error(500, str(exc))
+        except Exception as exc:  # a bug: one line here, the server goes on
+            console.error(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            return error(500, "internal error; the server's log has one line on it.")
+        request.state.batch = batch
+        return {"predictions": _predictions(state.classifier, body, outputs, config.model)}
+
+    return app
+
+
+def _authorised(request, key: str) -> bool:
+    """Whether the request carries "Authorization: Bearer KEY" (compared in constant time)."""
+    given = request.headers.get("authorization", "")
+    scheme, _, token = given.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+
+
+def _check(body, classifier, config: ServeConfig) -> Optional[tuple[int, str]]:
+    """(status, message) for a request plm cannot answer as asked, else None."""
+    count = len(body.texts)
+    if count == 0:
+        return 422, "texts is empty: give at least one text."
+    if count > config.max_texts_per_request:
+        return 413, f"{count} texts in one request; at most {config.max_texts_per_request} (--max-texts-per-request)."
+    empty = next((i for i, text in enumerate(body.texts) if not text.strip()), None)
+    if empty is not None:
+        return 422, f"texts.{empty} is empty; give texts with words in them."
+    pair_column = classifier.trained_with.get("text_pair_column")
+    if pair_column and (body.text_pairs is None or len(body.text_pairs) != count):
+        return 422, f"this model classifies text pairs: give text_pairs, one for each of the {count} texts."
+    if not pair_column and body.text_pairs is not None:
+        return 422, "this model classifies single texts: leave out text_pairs."
+    if classifier.regression and (body.top_k > 1 or body.all_scores):
+        return (
+            422,
+            "this is a regression model: it gives one value per text; top_k and all_scores are for classifiers.",
+        )
+    return None
+
+
+def _predictions(classifier, body, outputs: np.ndarray, model: str) -> list[dict]:
+    """The prediction fields of each text, as `plm predict --format json` writes them, and truncated: true if cut."""
+    from plmcli.prediction import Layout
+
+    options = SimpleNamespace(top_k=body.top_k, all_scores=body.all_scores, model=model, file=None)
+    layout = Layout.of(options, classifier, None, None, classifier.trained_with.get("text_pair_column"))
+    rows, _ = layout.rows(outputs, body.texts, body.text_pairs, None)
+    truncated = classifier.truncated(body.texts, body.text_pairs)
+    return [
+        {name: row[name] for name in layout.predicted} | ({"truncated": True} if cut else {})
+        for row, cut in zip(rows, truncated)
+    ]
+
+
+def describe(config: ServeConfig, classifier) -> dict:
+    """GET /metadata: what the model is, how it reads texts, and what made it."""
+    directory = Path(config.model)
+    metrics = _json(directory / "metrics.json")
+    manifest = _json(directory / "manifest.json")
+    task = "regression" if classifier.regression else "multi-label" if classifier.multi_label else "single-label"
+    return {
+        "model": config.model,
+        "task": task,
+        "labels": None if classifier.regression else classifier.label_names,
+        "thresholds": classifier.thresholds.tolist() if classifier.multi_label else None,
+        "text_pair_column": classifier.trained_with.get("text_pair_column"),
+        "max_length": classifier.max_length,
+        "device": classifier.device,
+        "precision": classifier.precision,
+        "base_model": manifest.get("resolved", {}).get("base_model"),
+        "lineage": metrics.get("lineage", []),
+        "plm_version": __version__,
+        "limits": {
+            "max_texts_per_request": config.max_texts_per_request,
+            "max_batch_size": config.max_batch_size,
+            "max_body_bytes": config.max_body_bytes,
+            "timeout_seconds": config.timeout,
+        },
+    }
+
+
+def _json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def serve(config: ServeConfig) -> None:
+    """Serve the model of ``config`` until SIGTERM or Ctrl-C; a model that fails to load ends it with its error."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise PlmError(
+            f"plm serve needs FastAPI and uvicorn ({exc.name} is missing): pip install 'plm[serve]'."
+        ) from None
+    from plmcli import modeling
+
+    modeling.resolve(config.model, config.allow_pickle)  # a missing or broken directory is said before serving
+    _check_port(config.host, config.port)
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=int(config.timeout) + 5,
+        )
+    )
+    state: _State = app.state.plm
+    state.stop = lambda: setattr(server, "should_exit", True)
+    console.info(
+        f"Serving {config.model} at http://{config.host}:{config.port} (POST /predict, GET /health and /metadata; "
+        "docs at /docs). Loading the model ..."
+    )
+    with interrupts.graceful():  # uvicorn answers what is in flight; the signal then ends plm with exit 0
+        server.run()
+    if state.failure is not None:  # the model did not load: its error line (or a bug's traceback)
+        raise state.failure
+    console.info("Stopped.")
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another program holds, in one line, before loading anything."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PlmError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port or --host.",
+                RUNTIME_FAILURE,
+            ) from None
