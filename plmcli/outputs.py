@@ -1,8 +1,11 @@
-"""Writing results without losing anything: refuse to clobber, stage, then rename into place.
+"""Writing results without losing anything: refuse to clobber, hold the output, stage, then rename into place.
 
 A model directory is built in a hidden staging directory beside its final place and renamed
 into place only when complete, so a crash, a full disk or Ctrl-C never leaves a half-written
 model under the final name, and ``--overwrite`` keeps the old model until the new one is whole.
+The output is held by one plm run at a time (``claimed``, a lock beside it) and checked again at
+the rename, which never replaces what appeared there meanwhile; ``--overwrite`` replaces only what
+plm wrote (``plm_wrote``); no output is ever a file the command reads.
 """
 
 import errno

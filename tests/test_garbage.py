@@ -117,3 +117,21 @@ def test_a_regressor_no_better_than_the_mean_is_flagged(cli, tiny_base, tmp_path
     assert r2 <= 0
     assert f"Warning: validation R² {r2:.4f} is no better than always answering the mean (R² 0)" in run.stdout
     assert "no better than always answering the mean" in (output / "README.md").read_text()
+
+
+def test_serve_refuses_a_model_with_nan_scores_at_its_warm_up(nan_classifier):
+    import subprocess
+
+    from tests.conftest import plm_command
+
+    result = subprocess.run(
+        plm_command("serve", "--model", nan_classifier, "--port", "0", "--device", "cpu"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: {nan_classifier} gave NaN or infinite scores for 1 of 1 texts: its weights are broken (training "
+        "diverged, or the file is damaged). Train it again, or use another --model."
+    )
