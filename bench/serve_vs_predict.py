@@ -2,10 +2,10 @@
 
 - predict: `plm predict --file dev.txt` and a one-text `plm predict`, each a fresh process; its
   marginal texts/s is 872 / (the file's time - the one text's time), the time beyond loading.
-- serve: `plm serve` in a subprocess, then 32 concurrent clients (asyncio, keep-alive connections)
-  each sending one text per request until the 872 are answered: texts/s; the same with
-  `--max-batch-size 1` (no gathering); and on the idle server, 50 one-text requests one after
-  another: the median latency.
+- serve: `plm serve` in a subprocess, then 32 concurrent clients (wrk, keep-alive connections)
+  each sending one text per request, cycling through the 872 sentences for --seconds: texts/s;
+  the same with `--max-batch-size 1` (no gathering); and on the idle server, 50 one-text requests
+  one after another: the median latency.
 
 Prints the figures and ratios, and writes bench/out/serve.json.
 
@@ -13,10 +13,10 @@ Prints the figures and ratios, and writes bench/out/serve.json.
 """
 
 import argparse
-import asyncio
 import csv
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -91,21 +91,33 @@ class Server:
         self.process.wait(timeout=60)
 
 
-async def load(url: str, texts: list[str], clients: int) -> float:
-    """texts/s with ``clients`` concurrent clients, each sending one text per request."""
-    queue = list(reversed(texts))
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+WRK_SCRIPT = """
+texts = {%s}
+i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i %% #texts + 1
+  return wrk.format(nil, nil, nil, texts[i])
+end
+"""
 
-        async def worker() -> None:
-            while queue:
-                response = await client.post("/predict", json={"texts": [queue.pop()]})
-                response.raise_for_status()
 
-        await client.post("/predict", json={"texts": texts[:1]})  # connections warm
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        return len(texts) / (time.perf_counter() - started)
+def load(url: str, texts: list[str], clients: int, seconds: int, scratch: Path) -> float:
+    """Requests (one text each) answered per second with ``clients`` concurrent connections, cycling the texts.
+
+    The load comes from wrk (C, one connection per client, keep-alive), so that the clients take
+    little of the CPU the server runs on.
+    """
+    bodies = ", ".join(json.dumps(json.dumps({"texts": [text]})) for text in texts)  # Lua strings of JSON bodies
+    script = scratch / "post.lua"
+    script.write_text(WRK_SCRIPT % bodies, encoding="utf-8")
+    command = ["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "-s", str(script), f"{url}/predict"]
+    report = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    errors = [line for line in report.splitlines() if "Non-2xx" in line or "Socket errors" in line]
+    if errors:
+        raise SystemExit(f"wrk saw errors: {errors}")
+    return float(next(line for line in report.splitlines() if line.startswith("Requests/sec:")).split()[1])
 
 
 def idle_latency(url: str, texts: list[str], count: int = 50) -> float:
@@ -124,16 +136,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=20, help="how long each load runs")
     args = parser.parse_args()
     texts = sentences()
     with tempfile.TemporaryDirectory() as scratch:
         predict = predict_marginal(args.model, texts, Path(scratch))
     print(json.dumps({"predict": predict}), flush=True)
+    if shutil.which("wrk") is None:
+        raise SystemExit("the load comes from wrk: apt-get install wrk")
     served = {}
     for name, options in (("default", ()), ("max_batch_size_1", ("--max-batch-size", "1"))):
         server = Server(args.model, *options)
         try:
-            served[name] = {"texts_per_second": round(asyncio.run(load(server.url, texts, args.clients)), 1)}
+            with tempfile.TemporaryDirectory() as scratch:
+                rate = load(server.url, texts, args.clients, args.seconds, Path(scratch))
+            served[name] = {"texts_per_second": round(rate, 1)}
             if name == "default":
                 served[name]["idle_median_ms"] = round(idle_latency(server.url, texts), 1)
         finally:
@@ -142,6 +159,7 @@ def main() -> None:
     result = {
         "texts": len(texts),
         "clients": args.clients,
+        "load": "wrk",
         "predict": predict,
         "serve": served,
         "serve_to_predict_marginal": round(
