@@ -108,6 +108,8 @@ def _evaluate(config: EvaluateConfig, claim: Claim) -> EvaluationResult:
         "long_texts": {"count": long_texts, "handling": "sliding" if classifier.sliding else "truncate"},
         "truncated_texts": 0 if classifier.sliding else long_texts,
     }
+    if not classifier.multi_label:
+        raw, metrics["calibration"] = _calibration(probabilities, references, classifier.temperature)
     records = frame.to_dict("records")
     errors = []
     for i in np.argsort(-confidence, kind="stable"):
@@ -130,6 +132,9 @@ def _evaluate(config: EvaluateConfig, claim: Claim) -> EvaluationResult:
             f"{config.model} on {config.data}",
             [*label_names, "(none)"] if classifier.multi_label else None,
         )
+        if not classifier.multi_label:
+            title = f"{config.model} on {config.data}"
+            reporting.plot_reliability(staging / "reliability.png", raw, probabilities, references, title)
         reporting.write_manifest(staging / "manifest.json", config, {}, [config.data])
     return EvaluationResult(output=claim.path, metrics=metrics, errors=errors)
 
@@ -167,6 +172,22 @@ def _evaluate_regression(config: EvaluateConfig, claim: Claim, frame, classifier
         )
         reporting.write_manifest(staging / "manifest.json", config, {}, [config.data])
     return EvaluationResult(output=claim.path, metrics=metrics, errors=errors)
+
+
+def _calibration(probabilities: np.ndarray, references: np.ndarray, temperature: float) -> tuple[np.ndarray, dict]:
+    """The model's scores without its temperature, and the calibration figures on this data before and after.
+
+    softmax(T log p) undoes softmax(z / T): the raw scores come back from the calibrated ones.
+    """
+    from plmcli import calibration
+
+    raw = calibration.softmax(np.log(np.clip(probabilities, 1e-30, 1.0)), 1 / temperature)
+    figures = {
+        "temperature": temperature,
+        "before": calibration.report(raw, references),
+        "after": calibration.report(probabilities.astype(np.float64), references),
+    }
+    return raw, figures
 
 
 def _present(column, frame):

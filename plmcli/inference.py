@@ -104,11 +104,13 @@ def classify(
     pairs: Optional[list[str]] = None,
     sliding: bool = False,
     progress: Optional[Callable[[int], object]] = None,
+    temperature: float = 1.0,
 ) -> tuple[np.ndarray, int]:
     """Label probabilities (texts, labels) in input order, and how many texts were longer than ``max_length``.
 
-    Probabilities are a softmax over the labels, or for a multi-label model each label's sigmoid; a
-    regression model's raw outputs (texts, 1) are returned as they are.
+    Probabilities are a softmax over the labels (of the logits divided by ``temperature``: see
+    plmcli.calibration), or for a multi-label model each label's sigmoid; a regression model's raw
+    outputs (texts, 1) are returned as they are.
     A longer text is truncated, or with ``sliding`` cut into windows of ``max_length`` tokens that
     overlap by a quarter, whose probabilities are averaged. The texts are tokenised TOKENIZE_CHUNK at
     a time into packed ids, then batched longest first over all of them; ``progress`` is called with
@@ -133,7 +135,12 @@ def classify(
         Packed.of(ids), Packed.of(types) if types else None, tokenizer, model, batch_size, device, precision, progress
     )
     problem = model.config.problem_type
-    probabilities = logits if problem == "regression" else scores(logits, problem == "multi_label_classification")
+    if problem == "regression":
+        probabilities = logits
+    elif problem == "multi_label_classification":
+        probabilities = scores(logits, multi_label=True)
+    else:
+        probabilities = scores(logits / temperature, multi_label=False)
     if sliding:
         owners = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
         windows = np.bincount(owners, minlength=len(texts))
@@ -190,6 +197,11 @@ class Classifier:
         return outputs[:, 0].astype(np.float64) * float(scale["std"]) + float(scale["mean"])
 
     @property
+    def temperature(self) -> float:
+        """What a single-label model's logits are divided by before the softmax (plm finetune's calibration)."""
+        return float(self.trained_with.get("temperature") or 1.0)
+
+    @property
     def thresholds(self) -> np.ndarray:
         """Each label's decision threshold (multi-label): tuned by plm finetune, else 0.5."""
         saved = self.trained_with.get("thresholds")
@@ -225,6 +237,7 @@ class Classifier:
             pairs,
             self.sliding,
             progress,
+            self.temperature,
         )
         check_finite(probabilities, self.name)
         return probabilities, long_texts

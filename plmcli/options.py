@@ -25,6 +25,11 @@ class ClassWeights(str, Enum):
     none = "none"
 
 
+class Calibration(str, Enum):
+    temperature = "temperature"
+    none = "none"
+
+
 class Metric(str, Enum):
     macro_f1 = "macro_f1"
     micro_f1 = "micro_f1"

@@ -287,17 +287,18 @@ def _publish(staging: Path, claim: Claim) -> None:
     else:
         appeared = sorted(_names(final) - claim.present - {CHECKPOINTS})
     if appeared:
-        aside = _free_name(final)
-        os.rename(staging, aside)
-        raise PlmError(
-            f"{final} changed during this run ({_some(appeared)} appeared); it was left as it was, and the "
-            f"finished result is in {aside}.",
-            RUNTIME_FAILURE,
-        )
+        raise _kept_aside(staging, final, f"{final} changed during this run ({_some(appeared)} appeared)")
     backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
     os.replace(final, backup / final.name)
     os.replace(staging, final)
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def _kept_aside(result: Path, final: Path, happened: str) -> PlmError:
+    """Move a finished ``result`` to a free name beside ``final``, which is left as it was; the error says where."""
+    aside = _free_name(final)
+    os.replace(result, aside)
+    return PlmError(f"{happened}; it was left as it was, and the finished result is in {aside}.", RUNTIME_FAILURE)
 
 
 def _free_name(path: Path) -> Path:
@@ -364,13 +365,7 @@ def _link_new(temporary: Path, path: Path) -> None:
         if not path.exists():
             os.replace(temporary, path)
             return
-    aside = _free_name(path)
-    os.replace(temporary, aside)
-    raise PlmError(
-        f"{path} was created by something else during this run; it was left as it was, and the results are in "
-        f"{aside}.",
-        RUNTIME_FAILURE,
-    )
+    raise _kept_aside(temporary, path, f"{path} was created by something else during this run")
 
 
 def _finish_tree(directory: Path) -> None:

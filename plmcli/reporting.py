@@ -187,7 +187,7 @@ max length {metrics["max_length"]}, seed {config.seed}, {metrics["device"]}, {me
 {_warning_line(validation)}
 
 {_metrics_table(validation)}
-
+{_scores_section(validation)}
 ## Use
 ```
 {use}
@@ -276,6 +276,42 @@ def baseline_warning(validation: dict) -> Optional[str]:
         f"Warning: validation {figure} is no better than {constant}: the model has learned nothing useful. "
         "Try a lower --lr, more epochs or more data."
     )
+
+
+CALIBRATION_FIGURES = ("ece", "nll", "brier", "mean_top_score", "accuracy")
+
+
+def _scores_section(validation: dict) -> str:
+    """The card's words on what a single-label score means, and how well it did on validation."""
+    calibration = validation.get("calibration")
+    if calibration is None:
+        return ""
+    before, after = calibration["before"], calibration["after"]
+    if calibration["method"] == "none":
+        meaning = "Scores are the raw softmax of the logits (`--calibration none`): they need not match accuracy."
+    else:
+        meaning = (
+            f"Scores are calibrated: the logits are divided by a temperature of {calibration['temperature']:.4g} "
+            "(fitted on the validation set, saved as `plm.temperature` in `config.json` and applied by `plm "
+            "predict`, `evaluate` and `serve`), so that among texts scored about 0.8, about 80% are right. "
+            "Labels are the same as without it."
+        )
+    rows = "\n".join(
+        f"| {name} calibration | " + " | ".join(f"{figures[key]:.4f}" for key in CALIBRATION_FIGURES) + " |"
+        for name, figures in (("before", before), ("after", after))
+    )
+    return f"""
+## What the scores mean
+{meaning}
+
+| on the validation set | ECE (15 bins) | NLL | Brier | mean top score | accuracy |
+|---|---|---|---|---|---|
+{rows}
+
+The figures after calibration are measured on the rows the temperature was fitted on, so they are optimistic;
+`plm evaluate` on other labelled data gives the honest figure and draws the same `reliability.png`. A score
+threshold that keeps only confident answers keeps about the accuracy its scores say.
+"""
 
 
 def _warning_line(validation: dict) -> str:
@@ -431,6 +467,31 @@ def plot_loss_curve(
         axes.set_ylabel("loss")
         axes.grid(alpha=0.3)
         axes.legend()
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+
+
+def plot_reliability(path: Path, before, after, labels, title: str) -> None:
+    """A reliability diagram: accuracy against mean top score per bin, before and after calibration."""
+    from plmcli import calibration
+
+    with _pyplot() as plt:
+        figure, axes = plt.subplots(figsize=(5.5, 5.5))
+        axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="scores that mean what they say")
+        for probabilities, name, marker in ((before, "before", "o"), (after, "after", "s")):
+            points = calibration.reliability(probabilities, labels)
+            ece = calibration.expected_calibration_error(probabilities, labels)
+            axes.plot(
+                *zip(*[(x, y) for x, y, _ in points]), marker=marker, label=f"{name} calibration (ECE {ece:.3f})"
+            )
+        axes.set_xlabel("mean top score in the bin")
+        axes.set_ylabel("accuracy in the bin")
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1)
+        axes.set_title(title if len(title) <= 60 else "..." + title[-57:], fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="upper left")
         figure.tight_layout()
         figure.savefig(path, dpi=120)
         plt.close(figure)

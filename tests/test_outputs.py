@@ -120,8 +120,8 @@ def test_a_file_written_without_overwrite_never_replaces_one_made_meanwhile(tmp_
     with pytest.raises(PlmError) as error, staged_file(path, replace=False) as stream:
         stream.write("second\n")
     assert str(error.value) == (
-        f"{path} was created by something else during this run; it was left as it was, and the results are in "
-        f"{tmp_path / 'predictions-2.csv'}."
+        f"{path} was created by something else during this run; it was left as it was, and the finished result is "
+        f"in {tmp_path / 'predictions-2.csv'}."
     )
     assert path.read_text() == "first\n" and (tmp_path / "predictions-2.csv").read_text() == "second\n"
     with staged_file(path, replace=True) as stream:

@@ -160,3 +160,26 @@ def test_an_interrupted_regression_resumes_to_the_same_weights(cli, tiny_base, r
     straight = cli(*finetune_args(tiny_base, ratings_csv, tmp_path / "straight", "--save-steps", "4"))
     assert straight.exit_code == 0, straight.stderr
     assert identical(weights(output), weights(tmp_path / "straight"))
+
+
+def test_serve_answers_a_regressors_value_as_predict_does(cli, regressor):
+    import httpx
+
+    from tests.test_serving import Server
+
+    texts = ["good great film", "awful boring and dull"]
+    run = cli("predict", "--model", regressor, *texts, "--format", "json", "--device", "cpu")
+    assert run.exit_code == 0, run.stderr
+    expected = [row["value"] for row in json.loads(run.stdout)]
+    server = Server(regressor)
+    try:
+        answer = httpx.post(f"{server.url}/predict", json={"texts": texts}, timeout=60)
+        refused = httpx.post(f"{server.url}/predict", json={"texts": texts, "top_k": 2}, timeout=60)
+        metadata = httpx.get(f"{server.url}/metadata").json()
+    finally:
+        assert server.stop() == 0
+    values = [prediction["value"] for prediction in answer.json()["predictions"]]
+    assert values == pytest.approx(expected, abs=1e-3)
+    assert set(answer.json()["predictions"][0]) == {"value"}
+    assert refused.status_code == 422 and "regression model" in refused.json()["error"]
+    assert (metadata["task"], metadata["labels"]) == ("regression", None)

@@ -138,7 +138,18 @@ def summary(result) -> str:
     if long["count"]:
         how = "read in overlapping windows" if long["handling"] == "sliding" else "truncated"
         lines += ["", f"{long['count']} texts were longer than the model's input limit and were {how}."]
-    lines += ["", f"Report: {result.output}/ (metrics.json, confusion_matrix.png, errors.csv)"]
+    if "calibration" in metrics:
+        calibration = metrics["calibration"]
+        before, after = calibration["before"], calibration["after"]
+        lines += [
+            "",
+            f"Scores: ECE {after['ece']:.4f} on this data with the model's temperature "
+            f"{calibration['temperature']:.3g} ({before['ece']:.4f} without); mean top score "
+            f"{after['mean_top_score']:.4f} at accuracy {after['accuracy']:.4f}. reliability.png shows both.",
+        ]
+    files = "metrics.json, confusion_matrix.png, errors.csv"
+    files += ", reliability.png" if "calibration" in metrics else ""
+    lines += ["", f"Report: {result.output}/ ({files})"]
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from plmcli.options import (
     AllowChangedSettingsOption,
     AllowPickleOption,
     BaseModelOption,
+    Calibration,
     ClassWeights,
     Device,
     DeviceOption,
@@ -72,6 +73,14 @@ def finetune(
             case_sensitive=False,
         ),
     ] = ClassWeights.auto,
+    calibration: Annotated[
+        Calibration,
+        typer.Option(
+            help="temperature: fit one temperature on the validation set so that single-label scores match "
+            "accuracy (labels never change); none: raw softmax scores.",
+            case_sensitive=False,
+        ),
+    ] = Calibration.temperature,
     early_stopping: Annotated[
         Optional[int],
         typer.Option(
@@ -138,6 +147,7 @@ def finetune(
         multi_label=multi_label,
         label_separator=label_separator,
         class_weights=class_weights.value,
+        calibration=calibration.value,
         early_stopping=early_stopping,
         metric=metric.value if metric else None,
         task=task.value,
@@ -204,9 +214,10 @@ def summary(result) -> str:
         console.format_table(headers, rows),
         "",
         weights,
+        *([_calibration_line(validation["calibration"])] if "calibration" in validation else []),
         *result.notes,
         f"Model saved to {result.output}/ (metrics.json, manifest.json, README.md, loss_curve.png, "
-        "confusion_matrix.png).",
+        f"confusion_matrix.png{'' if multi_label else ', reliability.png'}).",
         f"Predict with:  plm predict --model {shlex.quote(str(result.output))} "
         + (
             f"--file data.csv  (columns '{metrics['columns']['text']}' and '{metrics['columns']['pair']}')"
@@ -215,6 +226,18 @@ def summary(result) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def _calibration_line(calibration: dict) -> str:
+    """What calibration did to the validation scores, in one line."""
+    before, after = calibration["before"], calibration["after"]
+    if calibration["method"] == "none":
+        return f"Scores: raw softmax (--calibration none); validation ECE {before['ece']:.4f}."
+    return (
+        f"Scores: calibrated with temperature {calibration['temperature']:.3g}; validation ECE {before['ece']:.4f} "
+        f"-> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f} (measured on the rows it was fitted "
+        "on, so optimistic: plm evaluate on other data gives the honest figure)."
+    )
 
 
 def regression_summary(result) -> str:

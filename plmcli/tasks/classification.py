@@ -341,6 +341,7 @@ class ClassificationTask(SequenceTask):
                 "label": names[int(counts.argmax())],
                 "accuracy": round(float(counts.max() / counts.sum()), 4),
             }
+            report["calibration"], settings["temperature"] = self.calibrate(outputs, references)
         self.precision_check = None
         if precision in ("bf16", "fp16"):
             model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)  # no autocast
@@ -363,6 +364,26 @@ class ClassificationTask(SequenceTask):
             self.precision_check = check
         return report, settings
 
+    def calibrate(self, logits: np.ndarray, references: np.ndarray) -> tuple[dict, float]:
+        """The temperature (fitted on the validation logits, or 1 with --calibration none) and its report.
+
+        The figures after are measured on the rows the temperature was fitted on, so they are
+        optimistic: plm evaluate on other data gives the honest figure.
+        """
+        from plmcli import calibration
+
+        fitted = self.config.calibration == "temperature"
+        temperature = calibration.fit_temperature(logits, references) if fitted else 1.0
+        before, after = calibration.softmax(logits), calibration.softmax(logits, temperature)
+        self.reliability = (before, after, references)  # for reliability.png
+        return {
+            "method": self.config.calibration,
+            "temperature": temperature,
+            "before": calibration.report(before, references),
+            "after": calibration.report(after, references),
+            "fitted_on": "the validation rows these figures are measured on (optimistic)" if fitted else None,
+        }, temperature
+
     def task_name(self) -> str:
         return "multi-label" if self.labelled.multi_label else "single-label"
 
@@ -384,6 +405,8 @@ class ClassificationTask(SequenceTask):
             "validation set" + (MULTI_LABEL_CONFUSION if labelled.multi_label else ""),
             [*labelled.label_names, "(none)"] if labelled.multi_label else None,
         )
+        if not labelled.multi_label:
+            reporting.plot_reliability(staging / "reliability.png", *self.reliability, "validation set")
 
 
 def reduced_precision_check(
