@@ -9,6 +9,8 @@ calibration error (ECE: 15 equal-width bins of the top score, the gap between me
 accuracy in each, weighted by the bin's share of rows), NLL and the Brier score.
 """
 
+from typing import Optional
+
 import numpy as np
 
 BINS = 15
@@ -84,3 +86,52 @@ def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS)
         for k in range(bins)
         if (which == k).any()
     ]
+
+
+COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)  # the shares of rows the coverage table answers
+
+
+def coverage(probabilities: np.ndarray, labels: np.ndarray, shares=COVERAGES) -> list[dict]:
+    """Accuracy of the most confident share of rows, for each share, with the lowest top score answered.
+
+    What ``plm predict --min-score`` trades: a threshold at ``min_score`` answers about that share
+    of such rows, at about that accuracy.
+    """
+    confidence, correct = ranked(probabilities, labels)
+    table = []
+    for share in shares:
+        count = max(1, int(np.ceil(share * len(confidence))))
+        table.append(
+            {
+                "coverage": share,
+                "rows": count,
+                "accuracy": round(float(correct[:count].mean()), 4),
+                "min_score": round(float(confidence[count - 1]), 4),
+            }
+        )
+    return table
+
+
+def threshold_for(probabilities: np.ndarray, labels: np.ndarray, target: float) -> Optional[dict]:
+    """The lowest --min-score whose answered rows (top score at or above it) reach ``target`` accuracy, or None."""
+    confidence, correct = ranked(probabilities, labels)
+    accuracy = np.cumsum(correct) / np.arange(1, len(correct) + 1)  # of the i+1 most confident rows
+    ends = np.append(confidence[1:] != confidence[:-1], True)  # where a run of equal scores ends
+    reaching = np.flatnonzero(ends & (accuracy >= target))
+    if not len(reaching):
+        return None
+    last = int(reaching[-1])
+    return {
+        "target_accuracy": target,
+        "min_score": round(float(confidence[last]), 4),
+        "coverage": round((last + 1) / len(confidence), 4),
+        "rows": last + 1,
+        "accuracy": round(float(accuracy[last]), 4),
+    }
+
+
+def ranked(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top scores, most confident first, and whether each of those rows is right."""
+    confidence = probabilities.max(axis=1)
+    order = np.argsort(-confidence, kind="stable")
+    return confidence[order], (probabilities.argmax(axis=1) == np.asarray(labels))[order]

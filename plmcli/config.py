@@ -58,7 +58,7 @@ def default_learning_rate(hidden_size: int) -> float:
     return 5e-5 if hidden_size < 1024 else 2e-5
 
 
-PATH_FIELDS = ("data", "validation", "model", "output", "file", "corpus")
+PATH_FIELDS = ("data", "validation", "model", "output", "file", "corpus", "review_file")
 
 
 def _expand_paths(config) -> None:
@@ -326,9 +326,12 @@ class EvaluateConfig:
     device: str = "auto"
     precision: str = "auto"
     overwrite: bool = False
+    target_accuracy: Optional[float] = None  # also say the lowest --min-score whose answered rows reach it
 
     def __post_init__(self) -> None:
         _expand_paths(self)
+        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+            raise PlmError(f"--target-accuracy must be above 0 and at most 1; got {self.target_accuracy}.")
         for name, value in (("--batch-size", self.batch_size), ("--max-length", self.max_length)):
             _check_positive(name, value)
         check_encoding(self.encoding)
@@ -359,10 +362,17 @@ class PredictConfig:
     device: str = "auto"
     precision: str = "auto"
     overwrite: bool = False
+    min_score: Optional[float] = None  # a single-label row whose top score is below this gets no label
+    abstain_label: Optional[str] = None  # the label such a row gets instead of none
+    review_file: Optional[str] = None  # also write those rows here (CSV, JSON or JSON lines, by extension)
 
     def __post_init__(self) -> None:
         _expand_paths(self)
         check_encoding(self.encoding)
+        if self.min_score is not None and not 0 < self.min_score < 1:
+            raise PlmError(f"--min-score must be between 0 and 1; got {self.min_score}.")
+        if self.min_score is None and (self.abstain_label is not None or self.review_file is not None):
+            raise PlmError("--abstain-label and --review-file need --min-score, the score below which rows abstain.")
         if self.texts and self.file:
             raise PlmError("give texts as arguments or --file, not both.")
         if not self.texts and not self.file:

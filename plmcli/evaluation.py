@@ -109,7 +109,14 @@ def _evaluate(config: EvaluateConfig, claim: Claim) -> EvaluationResult:
         "truncated_texts": 0 if classifier.sliding else long_texts,
     }
     if not classifier.multi_label:
+        from plmcli import calibration
+
         raw, metrics["calibration"] = _calibration(probabilities, references, classifier.temperature)
+        metrics["coverage"] = calibration.coverage(probabilities, references)
+        if config.target_accuracy is not None:
+            metrics["target_accuracy"] = calibration.threshold_for(
+                probabilities, references, config.target_accuracy
+            ) or {"target_accuracy": config.target_accuracy, "min_score": None}
     records = frame.to_dict("records")
     errors = []
     for i in np.argsort(-confidence, kind="stable"):
@@ -135,6 +142,7 @@ def _evaluate(config: EvaluateConfig, claim: Claim) -> EvaluationResult:
         if not classifier.multi_label:
             title = f"{config.model} on {config.data}"
             reporting.plot_reliability(staging / "reliability.png", raw, probabilities, references, title)
+            reporting.plot_coverage(staging / "coverage.png", probabilities, references, metrics["coverage"], title)
         reporting.write_manifest(staging / "manifest.json", config, {}, [config.data])
     return EvaluationResult(output=claim.path, metrics=metrics, errors=errors)
 

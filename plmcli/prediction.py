@@ -52,6 +52,8 @@ def predict(config: PredictConfig, write: Optional[Callable[[str], None]] = None
     inputs = (config.model, *([config.file] if config.file else []))  # never written, --overwrite or not
     output = check_output_file(config.output, config.overwrite, inputs) if config.output else None
     output_format = _output_format(config)
+    review = check_output_file(config.review_file, config.overwrite, inputs) if config.review_file else None
+    review_format = _review_format(config.review_file) if review else None
     if config.file is not None:
         from plmcli import data  # pandas: only when reading a file
 
@@ -66,28 +68,39 @@ def predict(config: PredictConfig, write: Optional[Callable[[str], None]] = None
         outputs, long_texts = classifier.scores(texts, config.batch_size, pairs, advance)
     elapsed = time.perf_counter() - started
     classifier.say_long(long_texts, len(texts), pairs is not None)
-    kept, empty = [], 0
-    with _destination(output, config.overwrite, write) as sink:
+    kept, empty, abstained = [], 0, 0
+    with _destination(output, config.overwrite, write) as sink, _destination(review, config.overwrite) as to_review:
         writer = ChunkWriter(sink, output_format, layout.columns) if streamed else None
+        reviewer = ChunkWriter(to_review, review_format, layout.columns) if review else None
         for start in range(0, len(texts), CHUNK):  # rows are made and written a chunk at a time
             end = min(start + CHUNK, len(texts))
             records = table.iloc[start:end].to_dict("records") if table is not None else None
             chunk_pairs = pairs[start:end] if pairs is not None else None
             rows, blank = layout.rows(outputs[start:end], texts[start:end], chunk_pairs, records)
-            empty += blank
+            below = [row for row in rows if layout.abstains(row)]
+            empty, abstained = empty + blank, abstained + len(below)
+            if reviewer is not None:
+                reviewer.add(below)
             if writer is not None:
                 writer.add(rows)
             else:
                 kept += rows
-        if writer is not None:
-            writer.close()
-        elif output is not None:
+        for chunks in (writer, reviewer):
+            if chunks is not None:
+                chunks.close()
+        if writer is None and output is not None:
             from plmcli.formats import render
 
             sink(render(kept, layout.columns, layout.shown, output_format))
     if empty:
         what = "value" if classifier.regression else "label"
         console.warn(f"{empty} of {len(texts)} rows have an empty text; they get no {what}.")
+    if config.min_score is not None:
+        given = f"the label '{config.abstain_label}'" if config.abstain_label is not None else "no label"
+        console.info(
+            f"{abstained} of {len(texts)} rows scored below --min-score {config.min_score:g} and got {given}"
+            + (f"; they are also in {review}." if review else ".")
+        )
     rate = len(texts) / max(elapsed, 1e-9)
     return PredictResult(kept, layout.columns, layout.shown, output_format, output, rate, len(texts))
 
@@ -104,7 +117,7 @@ def _progress(total: int) -> Iterator[Callable[[int], object]]:
 
 
 @contextmanager
-def _destination(output: Optional[Path], overwrite: bool, write: Optional[Callable[[str], None]]):
+def _destination(output: Optional[Path], overwrite: bool, write: Optional[Callable[[str], None]] = None):
     """Where the text goes: a staged file published when the block ends (see outputs.staged_file), or ``write``."""
     if output is None:
         yield write
@@ -146,6 +159,14 @@ def _output_format(config: PredictConfig) -> str:
     return "table"
 
 
+def _review_format(path: str) -> str:
+    """CSV, JSON or JSON lines, as --review-file's extension says."""
+    found = FORMAT_BY_SUFFIX.get(Path(path).suffix.lower())
+    if found not in ("csv", "json", "jsonl"):
+        raise PlmError(f"cannot tell the format of --review-file {path}; name it .csv, .json or .jsonl.")
+    return found
+
+
 @dataclass
 class Layout:
     """The output's columns, and how a chunk's model outputs become its rows."""
@@ -156,12 +177,17 @@ class Layout:
     predicted: list[str]  # the prediction columns: (label, score, label_2, score_2, ..., prob_*) or (value,)
     top_k: int = 1
     all_scores: bool = False
+    min_score: Optional[float] = None  # a top score below this abstains: the label is abstain_label (None: empty)
+    abstain_label: Optional[str] = None
 
     @classmethod
     def of(cls, config, classifier: Classifier, table, text_column, pair_column) -> "Layout":
         """The layout for this model and input; an input whose columns the predictions would take is refused."""
         input_columns = list(table.columns) if table is not None else ["text"]
         taken = set(input_columns)
+        if config.min_score is not None and (classifier.regression or classifier.multi_label):
+            kind = "a regression" if classifier.regression else "a multi-label"
+            raise PlmError(f"--min-score is for single-label classifiers; {config.model} is {kind} model.")
         texts = [text_column or "text", *([pair_column] if pair_column and table is not None else [])]
         if classifier.regression:
             if config.top_k > 1 or config.all_scores:
@@ -195,7 +221,21 @@ class Layout:
         if clashes:
             raise PlmError(f"{config.file} already has the columns {', '.join(clashes)}, which the predictions need.")
         predicted = [f"{prefix}label", f"{prefix}score", *extra]
-        return cls(classifier, input_columns + predicted, texts + predicted, predicted, top_k, config.all_scores)
+        return cls(
+            classifier,
+            input_columns + predicted,
+            texts + predicted,
+            predicted,
+            top_k,
+            config.all_scores,
+            config.min_score,
+            config.abstain_label,
+        )
+
+    def abstains(self, row: dict) -> bool:
+        """Whether this row's top score is below --min-score (a row with no text has no score)."""
+        score = row.get(self.predicted[1]) if len(self.predicted) > 1 else None
+        return self.min_score is not None and score is not None and score < self.min_score
 
     def rows(self, outputs: np.ndarray, texts: list[str], pairs, records) -> tuple[list[dict], int]:
         """The rows of one chunk (its input records, or its texts, with the predictions) and how many were empty.
@@ -227,6 +267,8 @@ class Layout:
         row = dict(record)
         if classifier.multi_label:
             row[self.predicted[0]] = classifier.separator.join(label_names[i] for i in ranked if chosen[i])
+        elif self.min_score is not None and probs[ranked[0]] < self.min_score:
+            row[self.predicted[0]] = self.abstain_label  # abstains: the score stays, the label is left to a person
         else:
             row[self.predicted[0]] = label_names[ranked[0]]
         row[self.predicted[1]] = float(probs[ranked[0]])

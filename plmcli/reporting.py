@@ -287,8 +287,11 @@ def _scores_section(validation: dict) -> str:
     if calibration is None:
         return ""
     before, after = calibration["before"], calibration["after"]
-    if calibration["method"] == "none":
-        meaning = "Scores are the raw softmax of the logits (`--calibration none`): they need not match accuracy."
+    if calibration["fitted_on"] is None:
+        meaning = (
+            "Scores are the raw softmax of the logits (`--calibration none`, or a validation set with no error "
+            "to fit a temperature on): they need not match accuracy."
+        )
     else:
         meaning = (
             f"Scores are calibrated: the logits are divided by a temperature of {calibration['temperature']:.4g} "
@@ -309,8 +312,12 @@ def _scores_section(validation: dict) -> str:
 {rows}
 
 The figures after calibration are measured on the rows the temperature was fitted on, so they are optimistic;
-`plm evaluate` on other labelled data gives the honest figure and draws the same `reliability.png`. A score
-threshold that keeps only confident answers keeps about the accuracy its scores say.
+`plm evaluate` on other labelled data gives the honest figure and draws the same `reliability.png`.
+
+To leave uncertain texts to a person, `plm predict --min-score S` gives no label (or `--abstain-label`) to
+rows whose top score is below S and can write them to `--review-file`. To choose S, run `plm evaluate` on
+held-out labelled data: its coverage table gives the accuracy and the share of rows answered at each
+threshold, and `--target-accuracy A` names the lowest S that reaches A.
 """
 
 
@@ -492,6 +499,37 @@ def plot_reliability(path: Path, before, after, labels, title: str) -> None:
         axes.set_title(title if len(title) <= 60 else "..." + title[-57:], fontsize=10)
         axes.grid(alpha=0.3)
         axes.legend(loc="upper left")
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+
+
+def plot_coverage(path: Path, probabilities, labels, table: list[dict], title: str) -> None:
+    """Accuracy of the most confident rows against the share answered, the coverage table's points marked."""
+    import numpy as np
+
+    from plmcli import calibration
+
+    confidence, correct = calibration.ranked(probabilities, labels)
+    shares = [(count + 1) / len(correct) for count in range(len(correct))]
+    with _pyplot() as plt:
+        figure, axes = plt.subplots(figsize=(6, 4.5))
+        axes.plot(shares, np.cumsum(correct) / np.arange(1, len(correct) + 1), label="most confident rows first")
+        axes.scatter([row["coverage"] for row in table], [row["accuracy"] for row in table], zorder=3)
+        for row in table:
+            axes.annotate(
+                f"score >= {row['min_score']:.2f}",
+                (row["coverage"], row["accuracy"]),
+                fontsize=7,
+                xytext=(4, -10),
+                textcoords="offset points",
+            )
+        axes.set_xlabel("share of rows answered")
+        axes.set_ylabel("accuracy of the rows answered")
+        axes.set_xlim(0, 1.02)
+        axes.set_title(title if len(title) <= 60 else "..." + title[-57:], fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower left")
         figure.tight_layout()
         figure.savefig(path, dpi=120)
         plt.close(figure)

@@ -214,6 +214,7 @@ def create_app(config: ServeConfig, load: Optional[Callable[[], object]] = None)
         text_pairs: Optional[list[StrictStr]] = None
         top_k: StrictInt = Field(1, ge=1)
         all_scores: StrictBool = False
+        min_score: Optional[float] = Field(None, gt=0, lt=1)  # below it a row's label is null (abstains)
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -295,6 +296,8 @@ def _check(body, classifier, config: ServeConfig) -> Optional[tuple[int, str]]:
             422,
             "this is a regression model: it gives one value per text; top_k and all_scores are for classifiers.",
         )
+    if body.min_score is not None and (classifier.regression or classifier.multi_label):
+        return 422, "min_score is for single-label classifiers."
     return None
 
 
@@ -302,7 +305,14 @@ def _predictions(classifier, body, outputs: np.ndarray, model: str) -> list[dict
     """The prediction fields of each text, as `plm predict --format json` writes them, and truncated: true if cut."""
     from plmcli.prediction import Layout
 
-    options = SimpleNamespace(top_k=body.top_k, all_scores=body.all_scores, model=model, file=None)
+    options = SimpleNamespace(
+        top_k=body.top_k,
+        all_scores=body.all_scores,
+        min_score=body.min_score,
+        abstain_label=None,
+        model=model,
+        file=None,
+    )
     layout = Layout.of(options, classifier, None, None, classifier.trained_with.get("text_pair_column"))
     rows, _ = layout.rows(outputs, body.texts, body.text_pairs, None)
     truncated = classifier.truncated(body.texts, body.text_pairs)

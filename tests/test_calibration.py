@@ -85,3 +85,114 @@ def test_calibration_none_keeps_raw_scores_and_the_same_labels(cli, tiny_base, t
         answers[method] = json.loads(run.stdout)
     assert json.loads((tmp_path / "none" / "config.json").read_text())["plm"]["temperature"] == 1.0
     assert [row["label"] for row in answers["none"]] == [row["label"] for row in answers["temperature"]]
+
+
+def test_coverage_and_the_threshold_for_a_target_accuracy_by_hand():
+    # top scores 0.9 (right), 0.8 (right), 0.8 (wrong), 0.7 (right), 0.6 (wrong)
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    labels = np.array([0, 1, 1, 1, 1])
+    table = calibration.coverage(probabilities, labels, shares=(1.0, 0.6, 0.2))
+    assert [(row["rows"], row["accuracy"], row["min_score"]) for row in table] == [
+        (5, 0.6, 0.6),
+        (3, 0.6667, 0.8),
+        (1, 1.0, 0.9),
+    ]
+    # 0.75 is reached by the top 4 (3 right of 4) at score 0.7; the ties at 0.8 are answered together
+    assert calibration.threshold_for(probabilities, labels, 0.75) == {
+        "target_accuracy": 0.75,
+        "min_score": 0.7,
+        "coverage": 0.8,
+        "rows": 4,
+        "accuracy": 0.75,
+    }
+    assert calibration.threshold_for(probabilities, labels, 0.7)["min_score"] == 0.7
+    assert calibration.threshold_for(probabilities, labels, 1.0)["rows"] == 1
+    assert calibration.threshold_for(np.array([[0.4, 0.6]]), np.array([0]), 0.5) is None
+
+
+def test_min_score_abstains_and_writes_the_rows_to_review(cli, tiny_classifier, tmp_path):
+    rows = [(text, str(i)) for i, (text, _) in enumerate(sentiment_rows(40, seed=11))]
+    data = write_csv(tmp_path / "texts.csv", ["text", "id"], rows)
+    run = cli("predict", "--model", tiny_classifier, "--file", data, "--format", "json", "--precision", "fp32")
+    everything = json.loads(run.stdout)
+    scores = sorted({row["score"] for row in everything if row["score"] < 1.0})
+    threshold = round(scores[len(scores) // 2], 6)  # some rows below it, some at or above
+    below = [row for row in everything if row["score"] < threshold]
+    output, review = tmp_path / "labels.json", tmp_path / "review.csv"
+    run = cli(
+        "predict",
+        "--model",
+        tiny_classifier,
+        "--file",
+        data,
+        "--output",
+        output,
+        "--precision",
+        "fp32",
+        "--min-score",
+        threshold,
+        "--abstain-label",
+        "to check",
+        "--review-file",
+        review,
+    )
+    assert run.exit_code == 0, run.stderr
+    assert f"{len(below)} of 40 rows scored below --min-score {threshold:g} and got the label 'to check'" in run.stderr
+    answered = json.loads(output.read_text())
+    assert [row["score"] for row in answered] == [row["score"] for row in everything]  # scores kept
+    assert [row["label"] for row in answered] == [
+        "to check" if row["score"] < threshold else row["label"] for row in everything
+    ]
+    import csv
+
+    with open(review, newline="", encoding="utf-8") as stream:
+        assert [row["id"] for row in csv.DictReader(stream)] == [row["id"] for row in below]
+    run = cli("predict", "--model", tiny_classifier, below[0]["text"], "--min-score", threshold, "--format", "json")
+    assert json.loads(run.stdout)[0]["label"] is None
+    run = cli("predict", "--model", tiny_classifier, "good", "--review-file", review, "--overwrite")
+    assert (run.exit_code, run.error_line) == (
+        2,
+        "Error: --abstain-label and --review-file need --min-score, the score below which rows abstain.",
+    )
+
+
+def test_evaluate_prints_coverage_and_predict_answers_as_it_says(cli, tiny_classifier, tmp_path):
+    data = write_csv(tmp_path / "test.csv", ["text", "label"], sentiment_rows(60, seed=12))
+    report = tmp_path / "report"
+    run = cli(
+        "evaluate",
+        data,
+        "--model",
+        tiny_classifier,
+        "--output",
+        report,
+        "--target-accuracy",
+        "0.9",
+        "--precision",
+        "fp32",
+    )
+    assert run.exit_code == 0, run.stderr
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert [row["coverage"] for row in metrics["coverage"]] == [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
+    assert metrics["coverage"][0]["accuracy"] == metrics["accuracy"]
+    assert (report / "coverage.png").is_file() and "rows answered" in run.stdout
+    target = metrics["target_accuracy"]
+    if target["min_score"] is not None:  # the tiny model reaches 0.9 on its most confident rows
+        assert "To reach accuracy 0.9 on this data: --min-score" in run.stdout
+        run = cli(
+            "predict",
+            "--model",
+            tiny_classifier,
+            "--file",
+            data,
+            "--format",
+            "json",
+            "--precision",
+            "fp32",
+            "--min-score",
+            target["min_score"],
+        )
+        answered = [row for row in json.loads(run.stdout) if row["predicted_label"] is not None]
+        assert len(answered) == target["rows"]
+        right = sum(row["predicted_label"] == row["label"] for row in answered)
+        assert right / len(answered) == pytest.approx(target["accuracy"], abs=1e-4)

@@ -189,3 +189,14 @@ def test_a_port_in_use_or_a_missing_model_is_one_line(tiny_classifier, tmp_path)
     assert result.stderr.strip().splitlines()[-1].startswith(f"Error: cannot listen on 127.0.0.1:{port}: ")
     result = subprocess.run(plm_command("serve", "--model", tmp_path / "none"), capture_output=True, text=True)
     assert (result.returncode, result.stderr.strip()) == (2, f"Error: model directory not found: {tmp_path / 'none'}")
+
+
+def test_min_score_abstains_as_predict_does(server):
+    texts = [text for text, _ in sentiment_rows(8, seed=3)]
+    plain = _post(server, {"texts": texts}).json()["predictions"]
+    threshold = sorted(row["score"] for row in plain)[4]
+    answer = _post(server, {"texts": texts, "min_score": min(threshold, 0.999999)}).json()["predictions"]
+    for before, after in zip(plain, answer):
+        assert after["score"] == before["score"]
+        assert after["label"] == (None if before["score"] < min(threshold, 0.999999) else before["label"])
+    assert _post(server, {"texts": texts, "min_score": 1.5}).status_code == 422

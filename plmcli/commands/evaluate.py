@@ -61,6 +61,10 @@ def evaluate(
     encoding: EncodingOption = "utf-8",
     drop_invalid: DropInvalidOption = False,
     allow_pickle: AllowPickleOption = False,
+    target_accuracy: Annotated[
+        Optional[float],
+        typer.Option(min=0, max=1, help="Say the lowest predict --min-score whose answered rows reach this accuracy."),
+    ] = None,
 ) -> None:
     """Score a fine-tuned model on labelled data: metrics, confusion matrix (scatter plot), the rows it got wrong."""
     config = EvaluateConfig(
@@ -80,6 +84,7 @@ def evaluate(
         encoding=encoding,
         drop_invalid=drop_invalid,
         allow_pickle=allow_pickle,
+        target_accuracy=target_accuracy,
     )
     from plmcli.evaluation import evaluate as run_evaluate
 
@@ -147,10 +152,36 @@ def summary(result) -> str:
             f"{calibration['temperature']:.3g} ({before['ece']:.4f} without); mean top score "
             f"{after['mean_top_score']:.4f} at accuracy {after['accuracy']:.4f}. reliability.png shows both.",
         ]
+    lines += _coverage_lines(metrics)
     files = "metrics.json, confusion_matrix.png, errors.csv"
-    files += ", reliability.png" if "calibration" in metrics else ""
+    files += ", reliability.png, coverage.png" if "calibration" in metrics else ""
     lines += ["", f"Report: {result.output}/ ({files})"]
     return "\n".join(lines)
+
+
+def _coverage_lines(metrics: dict) -> list[str]:
+    """The coverage table (accuracy of the most confident rows) and the --target-accuracy answer, in plain words."""
+    if "coverage" not in metrics:
+        return []
+    rows = [
+        [f"{row['coverage']:.0%}", row["rows"], f"{row['accuracy']:.4f}", f"{row['min_score']:.4f}"]
+        for row in metrics["coverage"]
+    ]
+    lines = [
+        "",
+        "Answering only confident rows (predict --min-score S leaves the rows scored below S to a person):",
+        console.format_table(["rows answered", "count", "accuracy", "lowest score answered"], rows),
+    ]
+    target = metrics.get("target_accuracy")
+    if target and target["min_score"] is None:
+        lines.append(f"No --min-score reaches accuracy {target['target_accuracy']:g} on this data.")
+    elif target:
+        lines.append(
+            f"To reach accuracy {target['target_accuracy']:g} on this data: --min-score {target['min_score']:.4f}, "
+            f"which answers {target['coverage']:.0%} of the rows ({target['rows']}) "
+            f"at accuracy {target['accuracy']:.4f}."
+        )
+    return lines
 
 
 def regression_summary(result) -> str:

@@ -231,8 +231,8 @@ def summary(result) -> str:
 def _calibration_line(calibration: dict) -> str:
     """What calibration did to the validation scores, in one line."""
     before, after = calibration["before"], calibration["after"]
-    if calibration["method"] == "none":
-        return f"Scores: raw softmax (--calibration none); validation ECE {before['ece']:.4f}."
+    if calibration["fitted_on"] is None:
+        return f"Scores: raw softmax, not calibrated; validation ECE {before['ece']:.4f}."
     return (
         f"Scores: calibrated with temperature {calibration['temperature']:.3g}; validation ECE {before['ece']:.4f} "
         f"-> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f} (measured on the rows it was fitted "

@@ -4,6 +4,7 @@ Usage:
     plm predict "This is a great movie!"
     plm predict --file reviews.csv --format csv --output predictions.csv
     cat texts.txt | plm predict --file - --format json --top-k 3
+    plm predict --file new.csv --output labels.csv --min-score 0.9 --review-file to-check.csv
     plm predict --file long_reviews.csv --long sliding
     plm predict --model runs/nli --file pairs.csv      # a pair model reads both of its columns
 """
@@ -66,6 +67,23 @@ def predict(
     long: LongOption = LongTexts.truncate,
     device: DeviceOption = Device.auto,
     precision: PrecisionOption = Precision.auto,
+    min_score: Annotated[
+        Optional[float],
+        typer.Option(
+            min=0,
+            max=1,
+            help="Abstain below this top score: the row keeps its score, gets no label (single-label).",
+        ),
+    ] = None,
+    abstain_label: Annotated[
+        Optional[str], typer.Option(help="The label rows below --min-score get instead of none, like 'review'.")
+    ] = None,
+    review_file: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Also write the rows below --min-score, with every input column, here (.csv, .json, .jsonl)."
+        ),
+    ] = None,
     overwrite: OverwriteOption = False,
     encoding: EncodingOption = "utf-8",
     allow_pickle: AllowPickleOption = False,
@@ -87,6 +105,9 @@ def predict(
         device=device.value,
         precision=precision.value,
         overwrite=overwrite,
+        min_score=min_score,
+        abstain_label=abstain_label,
+        review_file=review_file,
         encoding=encoding,
         allow_pickle=allow_pickle,
     )

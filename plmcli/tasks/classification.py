@@ -372,8 +372,15 @@ class ClassificationTask(SequenceTask):
         """
         from plmcli import calibration
 
-        fitted = self.config.calibration == "temperature"
+        # With every validation row right, the NLL falls forever as T shrinks: nothing to fit, scores stay raw.
+        errors = int((logits.argmax(-1) != references).sum())
+        fitted = self.config.calibration == "temperature" and errors > 0
         temperature = calibration.fit_temperature(logits, references) if fitted else 1.0
+        if self.config.calibration == "temperature" and not errors:
+            self.notes.append(
+                "Scores are not calibrated: every validation row is right, so no temperature can be fitted "
+                "(a larger or harder validation set can)."
+            )
         before, after = calibration.softmax(logits), calibration.softmax(logits, temperature)
         self.reliability = (before, after, references)  # for reliability.png
         return {
@@ -382,6 +389,7 @@ class ClassificationTask(SequenceTask):
             "before": calibration.report(before, references),
             "after": calibration.report(after, references),
             "fitted_on": "the validation rows these figures are measured on (optimistic)" if fitted else None,
+            "validation_errors": errors,
         }, temperature
 
     def task_name(self) -> str:
