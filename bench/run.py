@@ -8,6 +8,7 @@ rewritten from them.
 Usage:
     python bench/run.py [--repeats 3] [--finetune-samples 1280] [--pretrain-steps 10]
     python bench/run.py --table-only     (rewrite README's table from bench/results.json)
+    python bench/run.py --only finetune  (measure one part again, keep the others)
 """
 
 import argparse
@@ -129,10 +130,17 @@ def main() -> None:
     parser.add_argument("--finetune-samples", type=int, default=1280)
     parser.add_argument("--pretrain-steps", type=int, default=10)
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument(
+        "--only",
+        choices=["finetune", "predict", "cold_start", "pretrain"],
+        help="measure this part again, keeping the others in bench/results.json",
+    )
     args = parser.parse_args()
     if args.table_only:
         return write_table(json.loads(RESULTS.read_text(encoding="utf-8")))
     results = {"date": time.strftime("%Y-%m-%d"), "machine": machine()}
+    if args.only:
+        results = {**json.loads(RESULTS.read_text(encoding="utf-8")), **results}
     started = time.perf_counter()
     for name, run in (
         ("finetune", lambda: finetune_vs_hf.measure(args.finetune_samples, args.repeats)),
@@ -140,6 +148,8 @@ def main() -> None:
         ("cold_start", lambda: cold_start.measure(repeats=max(args.repeats, 3))),
         ("pretrain", lambda: pretrain_vs_hf.measure(steps=args.pretrain_steps, repeats=args.repeats)),
     ):
+        if args.only and name != args.only:
+            continue
         print(f"{name}:", flush=True)
         results[name] = run()
         print(json.dumps(results[name], indent=2), flush=True)
