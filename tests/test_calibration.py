@@ -72,6 +72,7 @@ def test_predict_and_evaluate_apply_the_temperature(cli, tiny_classifier, tmp_pa
     assert (tmp_path / "report" / "reliability.png").is_file() and "Scores: ECE" in run.stdout
 
 
+@pytest.mark.slow  # two fine-tunes; the argmax is also held by the temperature test above
 def test_calibration_none_keeps_raw_scores_and_the_same_labels(cli, tiny_base, tmp_path):
     data = write_csv(tmp_path / "reviews.csv", ["text", "label"], sentiment_rows(60))
     texts = [text for text, _ in sentiment_rows(20, seed=7)]

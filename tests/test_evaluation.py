@@ -23,9 +23,11 @@ def test_evaluate_writes_a_report_that_matches_predict(cli, tiny_classifier, tmp
     assert run.exit_code == 0, run.stderr
     assert sorted(p.name for p in output.iterdir()) == [
         "confusion_matrix.png",
+        "coverage.png",
         "errors.csv",
         "manifest.json",
         "metrics.json",
+        "reliability.png",
     ]
     assert (output / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

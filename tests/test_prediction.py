@@ -8,8 +8,9 @@ from plmcli import formats, inference, modeling, prediction
 from tests.conftest import sentiment_rows, write_csv
 
 
-@pytest.mark.parametrize("cpu_bf16", ["0", "1"], ids=["auto-fp32", "auto-bf16"])
-@pytest.mark.parametrize("output_format", ["csv", "json", "jsonl", "table"])
+@pytest.mark.parametrize(
+    "output_format, cpu_bf16", [("csv", "1"), ("json", "0"), ("jsonl", "1"), ("table", "0")], ids=lambda v: v
+)
 def test_chunks_give_the_bytes_of_one_pass(cli, tiny_classifier, tmp_path, monkeypatch, output_format, cpu_bf16):
     monkeypatch.setenv(modeling.FORCE_CPU_BF16, cpu_bf16)
     rows = [(text, label, str(i)) for i, (text, label) in enumerate(sentiment_rows(50, seed=5))]
