@@ -48,19 +48,10 @@ def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> fl
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
-    """ECE of the top label: sum over equal-width bins of (rows in bin / rows) x |accuracy - mean top score|.
-
-    A top score of exactly 1/bins * k falls in bin k-1 (bins are closed on the right), as in Guo et al.
-    """
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
-    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
-    error = 0.0
-    for k in range(bins):
-        members = which == k
-        if members.any():
-            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(error)
+    """ECE of the top label: sum over equal-width bins of (rows in bin / rows) x |accuracy - mean top score|."""
+    points = reliability(probabilities, labels, bins)
+    total = sum(rows for _, _, rows in points)
+    return float(sum(rows / total * abs(accuracy - score) for score, accuracy, rows in points))
 
 
 def report(probabilities: np.ndarray, labels: np.ndarray) -> dict:
@@ -77,7 +68,10 @@ def report(probabilities: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS) -> list[tuple[float, float, int]]:
-    """(mean top score, accuracy, rows) of each non-empty bin: the points of a reliability diagram."""
+    """(mean top score, accuracy, rows) of each non-empty bin: the points of a reliability diagram.
+
+    A top score of exactly k / bins falls in bin k - 1 (bins are closed on the right), as in Guo et al.
+    """
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == np.asarray(labels)
     which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)

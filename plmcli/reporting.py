@@ -409,6 +409,16 @@ def _pyplot():
         yield plt
 
 
+def _finish(plt, figure, axes, path: Path, title: str, legend: str) -> None:
+    """A plot's title (its end, when long), grid and legend, written as a PNG and closed."""
+    axes.set_title(title if len(title) <= 60 else "..." + title[-57:], fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(loc=legend)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot_confusion_matrix(
     path: Path,
     matrix: list[list[int]],
@@ -496,12 +506,7 @@ def plot_reliability(path: Path, before, after, labels, title: str) -> None:
         axes.set_ylabel("accuracy in the bin")
         axes.set_xlim(0, 1)
         axes.set_ylim(0, 1)
-        axes.set_title(title if len(title) <= 60 else "..." + title[-57:], fontsize=10)
-        axes.grid(alpha=0.3)
-        axes.legend(loc="upper left")
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
+        _finish(plt, figure, axes, path, title, "upper left")
 
 
 def plot_coverage(path: Path, probabilities, labels, table: list[dict], title: str) -> None:
@@ -527,12 +532,7 @@ def plot_coverage(path: Path, probabilities, labels, table: list[dict], title: s
         axes.set_xlabel("share of rows answered")
         axes.set_ylabel("accuracy of the rows answered")
         axes.set_xlim(0, 1.02)
-        axes.set_title(title if len(title) <= 60 else "..." + title[-57:], fontsize=10)
-        axes.grid(alpha=0.3)
-        axes.legend(loc="lower left")
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
+        _finish(plt, figure, axes, path, title, "lower left")
 
 
 def plot_scatter(path: Path, true, predicted, target: str, title: str) -> None:
@@ -547,9 +547,4 @@ def plot_scatter(path: Path, true, predicted, target: str, title: str) -> None:
         axes.plot([low, high], [low, high], color="grey", linestyle="--", label="predicted = true")
         axes.set_xlabel(f"true {_short(target)}")
         axes.set_ylabel(f"predicted {_short(target)}")
-        axes.set_title(title if len(title) <= 60 else "..." + title[-57:], fontsize=10)
-        axes.grid(alpha=0.3)
-        axes.legend()
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
+        _finish(plt, figure, axes, path, title, "best")
