@@ -12,12 +12,13 @@ from typing import Annotated
 import typer
 
 from plmcli import __version__, console, interrupts
-from plmcli.commands import check, evaluate, fill_mask, finetune, predict, pretrain, serve
+from plmcli.commands import audit, check, evaluate, fill_mask, finetune, predict, pretrain, serve, tune
 from plmcli.errors import RUNTIME_FAILURE, Interrupted, PlmError
 
 app = typer.Typer(
     name="plm",
-    help="Take a BERT-style model through its life on your data: pretrain, finetune, predict, evaluate, serve.",
+    help="Take a BERT-style model through its life on your data: pretrain, finetune, tune, predict, evaluate, "
+    "serve, audit.",
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
@@ -31,6 +32,8 @@ app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
 app.command("check", no_args_is_help=True)(check.check)
 app.command("fill-mask", no_args_is_help=True)(fill_mask.fill_mask)
 app.command("serve")(serve.serve)
+app.command("audit", no_args_is_help=True)(audit.audit)
+app.command("tune", no_args_is_help=True)(tune.tune)
 
 _debug = False
 
@@ -48,7 +51,7 @@ def root(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
 ) -> None:
-    """Take a BERT-style model through its life on your data: pretrain, finetune, predict, evaluate."""
+    """Take a BERT-style model through its life on your data: pretrain, finetune, tune, predict, evaluate."""
     global _debug
     _debug = debug
 

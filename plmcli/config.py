@@ -12,6 +12,7 @@ import codecs
 import math
 import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Optional
 
 from plmcli.errors import PlmError
@@ -30,11 +31,12 @@ MULTI_LABEL_METRICS = ("macro_f1", "micro_f1", "loss")
 REGRESSION_METRICS = ("rmse", "pearson", "spearman", "mae", "r2", "loss")
 TASKS = ("classification", "regression")
 SIZES = ("tiny", "mini", "small", "base")
+TRACKERS = ("none", "tensorboard", "mlflow", "wandb")
 # Fields that say where a run reads and writes and how it is driven, not what it trains: a --resume
 # may change them. Input files are compared by content (their sha256), not by path.
 RUN_ONLY = frozenset(
     {"data", "validation", "corpus", "output", "overwrite", "resume", "allow_changed_settings", "save_steps"}
-    | {"command", "device", "allow_pickle", "calibration"}
+    | {"command", "device", "allow_pickle", "calibration", "report_to"}
 )
 
 
@@ -152,6 +154,7 @@ class FinetuneConfig:
     resume: bool = False  # continue from the newest complete checkpoint under output/checkpoints
     allow_changed_settings: bool = False  # resume even when settings differ from the checkpoint's
     save_steps: int = 500  # a checkpoint every N optimizer steps (and on SIGINT / SIGTERM)
+    report_to: str = "none"  # an experiment tracker the Trainer logs to: tensorboard, mlflow or wandb
     command: list[str] = field(default_factory=list)  # the command line, for the model card
 
     def __post_init__(self) -> None:
@@ -174,6 +177,13 @@ class FinetuneConfig:
         _check_choice("--precision", self.precision, PRECISIONS)
         _check_choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
         _check_choice("--calibration", self.calibration, CALIBRATIONS)
+        _check_choice("--report-to", self.report_to, TRACKERS)
+        if not 0 <= self.warmup_ratio < 1:
+            raise PlmError(
+                f"--warmup-ratio must be a share of the steps, at least 0 and below 1; got {self.warmup_ratio}."
+            )
+        if not 0 <= self.weight_decay < 1:
+            raise PlmError(f"--weight-decay must be at least 0 and below 1; got {self.weight_decay}.")
         _check_choice("--task", self.task, TASKS)
         check_encoding(self.encoding)
         if self.metric is None:
@@ -190,6 +200,80 @@ class FinetuneConfig:
             raise PlmError("--label-separator must be a visible character or string, like '|' or ';'.")
         if self.text_pair_column is not None and self.text_pair_column in (self.text_column, self.label_column):
             raise PlmError("--text-pair-column must name a column other than the text and label columns.")
+
+
+RANKINGS = ("self_confidence", "normalized_margin")
+FIX_OUT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")  # plm audit --fix-out writes the format its suffix names
+
+
+@dataclass
+class AuditConfig(FinetuneConfig):
+    """Settings of `plm audit`: cross-validate a classifier on a labelled file and rank its likely label errors.
+
+    Every training setting is finetune's, with the same defaults; each of ``folds`` runs trains on
+    the other folds and predicts the one held out.
+    """
+
+    output: str = "runs/audit"
+    folds: int = 5  # stratified by label; every row is predicted by the model that did not train on it
+    rank_by: str = "self_confidence"  # how cleanlab orders the suspects: or normalized_margin
+    fix_out: Optional[str] = None  # write the input without the flagged rows to this file
+
+    def __post_init__(self) -> None:
+        if self.multi_label or self.task != "classification":
+            what = "--multi-label" if self.multi_label else f"--task {self.task}"
+            raise PlmError(f"plm audit finds label errors of single-label classification; {what} is not supported.")
+        if self.validation is not None or self.early_stopping is not None:
+            raise PlmError(
+                "plm audit holds out each fold in turn and trains for --epochs; --validation and "
+                "--early-stopping do not apply."
+            )
+        super().__post_init__()
+        if not 2 <= self.folds <= 20:
+            raise PlmError(f"--folds must be between 2 and 20; got {self.folds}.")
+        _check_choice("--rank-by", self.rank_by, RANKINGS)
+        if self.fix_out is not None:
+            self.fix_out = os.path.expanduser(self.fix_out)
+            if Path(self.fix_out).suffix.lower() not in FIX_OUT_SUFFIXES:
+                raise PlmError(
+                    f"--fix-out {self.fix_out}: name a {', '.join(FIX_OUT_SUFFIXES)} file (its format follows "
+                    "the suffix)."
+                )
+
+
+def parse_budget(text: str) -> float:
+    """Seconds in a --budget like '90s', '20m', '1.5h' (a bare number is seconds)."""
+    value = text.strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(value[-1:], None)
+    try:
+        seconds = float(value[:-1] if scale else value) * (scale or 1)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise PlmError(f"--budget must be a time like 90s, 20m or 1.5h; got '{text}'.")
+    return seconds
+
+
+@dataclass
+class TuneConfig(FinetuneConfig):
+    """Settings of `plm tune`: search finetune's training settings within a time budget, keep the best model.
+
+    The data settings are finetune's; ``max_length`` is the longest the search may use; the
+    first trial trains with finetune's defaults.
+    """
+
+    output: str = "runs/tune"
+    budget: str = "30m"  # wall time for the whole command: no trial starts that cannot end within it
+    trials: Optional[int] = None  # at most this many trials (the defaults trial included)
+
+    def __post_init__(self) -> None:
+        if self.early_stopping is not None:
+            raise PlmError(
+                "plm tune prunes trials by their validation --metric each epoch; --early-stopping does not apply."
+            )
+        super().__post_init__()
+        self.budget_seconds = parse_budget(self.budget)
+        _check_positive("--trials", self.trials)
 
 
 @dataclass
@@ -224,6 +308,7 @@ class PretrainConfig:
     resume: bool = False  # continue from the newest complete checkpoint under output/checkpoints
     allow_changed_settings: bool = False  # resume even when settings differ from the checkpoint's
     save_steps: int = 500  # a checkpoint every N optimizer steps (and on SIGINT / SIGTERM)
+    report_to: str = "none"  # an experiment tracker the Trainer logs to: tensorboard, mlflow or wandb
     command: list[str] = field(default_factory=list)  # the command line, for the model card
 
     def __post_init__(self) -> None:
@@ -258,6 +343,7 @@ class PretrainConfig:
         _check_choice("--size", self.size, SIZES)
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--precision", self.precision, PRECISIONS)
+        _check_choice("--report-to", self.report_to, TRACKERS)
 
 
 @dataclass

@@ -30,6 +30,18 @@ class Calibration(str, Enum):
     none = "none"
 
 
+class RankBy(str, Enum):
+    self_confidence = "self_confidence"
+    normalized_margin = "normalized_margin"
+
+
+class Tracker(str, Enum):
+    none = "none"
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+    wandb = "wandb"
+
+
 class Metric(str, Enum):
     macro_f1 = "macro_f1"
     micro_f1 = "micro_f1"
@@ -150,5 +162,39 @@ BaseModelOption = Annotated[
     Optional[str],
     typer.Option(
         "--model", "-m", help="Base model: a local model directory or a Hugging Face id. [default: bundled MiniLM]"
+    ),
+]
+LabelledDataArgument = Annotated[
+    str,
+    typer.Argument(help="Labelled data: a CSV, TSV, JSON, JSONL or Parquet file.", show_default=False, metavar="DATA"),
+]
+ClassWeightsOption = Annotated[
+    ClassWeights,
+    typer.Option(
+        help="auto: weight the loss by inverse class frequency when the largest class has more than 3x "
+        "the rows of the smallest; none: never.",
+        case_sensitive=False,
+    ),
+]
+EpochsOption = Annotated[float, typer.Option(min=0.0, help="Passes over the training data.")]
+BatchSizeOption = Annotated[int, typer.Option(min=1, help="Examples per training step per device.")]
+LearningRateOption = Annotated[
+    Optional[float],
+    typer.Option(
+        min=0.0,
+        help="Peak learning rate (AdamW, linear decay). [default: 1e-4 for encoders narrower than 768, "
+        "5e-5 up to 1024, else 2e-5]",
+    ),
+]
+WarmupRatioOption = Annotated[
+    float, typer.Option(min=0.0, max=0.99, help="Share of the steps over which the learning rate warms up from 0.")
+]
+WeightDecayOption = Annotated[float, typer.Option(min=0.0, max=0.99, help="AdamW weight decay.")]
+ReportToOption = Annotated[
+    Tracker,
+    typer.Option(
+        help="Log training to an experiment tracker (its package is an extra: pip install 'plm[tensorboard]'); "
+        "logs go to OUTPUT/logs unless the tracker's own environment variable says where.",
+        case_sensitive=False,
     ),
 ]

@@ -28,6 +28,8 @@ except ImportError:  # Windows
     fcntl = None
 
 CHECKPOINTS = "checkpoints"  # where a training run keeps its checkpoints, under its output directory
+UNFINISHED = ("checkpoint-*", "fold-*")  # under CHECKPOINTS: a training run's checkpoints, an audit's finished folds
+LOGS = "logs"  # where --report-to's tracker logs, under the output directory
 MANIFEST = "manifest.json"  # what plm writes last into every output directory (reporting.write_manifest)
 
 
@@ -46,7 +48,9 @@ def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = (),
         return path
     if not path.is_dir() or not any(path.iterdir()):
         return path
-    unfinished = _names(path) == {CHECKPOINTS} and any((path / CHECKPOINTS).glob("checkpoint-*"))
+    unfinished = _names(path) == {CHECKPOINTS} and any(
+        any((path / CHECKPOINTS).glob(pattern)) for pattern in UNFINISHED
+    )
     if not overwrite:
         if unfinished:
             raise PlmError(
@@ -86,7 +90,7 @@ def _not_written_by_plm(path: Path) -> list[str]:
     """The entries of directory ``path`` that plm did not write, which replacing it would lose.
 
     Without plm's manifest, every entry; with it, those its manifest does not list, apart from
-    checkpoints and directories plm wrote inside it (an evaluation report, ``eval/``).
+    checkpoints, tracker logs and directories plm wrote inside it (an evaluation report, ``eval/``).
     """
     manifest = plm_wrote(path)
     if manifest is None:
@@ -94,7 +98,7 @@ def _not_written_by_plm(path: Path) -> list[str]:
     listed = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
     return sorted(
         name
-        for name in _names(path) - set(listed) - {MANIFEST, CHECKPOINTS}
+        for name in _names(path) - set(listed) - {MANIFEST, CHECKPOINTS, LOGS}
         if not ((path / name).is_dir() and plm_wrote(path / name))
     )
 

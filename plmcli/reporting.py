@@ -548,3 +548,31 @@ def plot_scatter(path: Path, true, predicted, target: str, title: str) -> None:
         axes.set_xlabel(f"true {_short(target)}")
         axes.set_ylabel(f"predicted {_short(target)}")
         _finish(plt, figure, axes, path, title, "best")
+
+
+def plot_tuning(path: Path, trials: list[dict], metric: str, direction: str) -> None:
+    """plm tune's trials: each one's validation ``metric`` (pruned ones at their last epoch) and the best so far."""
+    with _pyplot() as plt:
+        figure, axes = plt.subplots(figsize=(6.4, 4))
+        done = [t for t in trials if t["state"] == "COMPLETE"]
+        pruned = [t for t in trials if t["state"] == "PRUNED" and t["values_per_epoch"]]
+        axes.scatter([t["number"] for t in done], [t["value"] for t in done], label="trial", zorder=3)
+        if pruned:
+            axes.scatter(
+                [t["number"] for t in pruned],
+                [t["values_per_epoch"][-1] for t in pruned],
+                marker="x",
+                color="grey",
+                label="pruned (last epoch)",
+                zorder=3,
+            )
+        best, line = None, []
+        for trial in sorted(done, key=lambda t: t["number"]):
+            better = best is None or (trial["value"] < best if direction == "minimize" else trial["value"] > best)
+            best = trial["value"] if better else best
+            line.append((trial["number"], best))
+        if line:
+            axes.step(*zip(*line), where="post", color="C1", label="best so far")
+        axes.set_xlabel("trial")
+        axes.set_ylabel(f"validation {metric}")
+        _finish(plt, figure, axes, path, f"plm tune: {len(trials)} trials", "best")

@@ -20,7 +20,7 @@ from typing import Optional
 
 from plmcli import checkpoints, console, memory, modeling, reporting, speed
 from plmcli.config import resume_settings
-from plmcli.outputs import Claim, check_output_dir, claimed, staged_dir, writing
+from plmcli.outputs import LOGS, Claim, check_output_dir, claimed, staged_dir, writing
 
 
 @dataclass
@@ -71,6 +71,7 @@ class Task:
     def __init__(self, config) -> None:
         self.config = config
         self.notes: list[str] = []  # what the summary should point out
+        self.callbacks: list = []  # Trainer callbacks of whoever runs the task (plm tune's pruning)
 
     def source(self) -> Optional[modeling.ModelSource]:
         """The base model (None: a model built from scratch)."""
@@ -102,10 +103,18 @@ class Task:
         """The model card and plots, beside the weights and metrics.json."""
         raise NotImplementedError
 
+    def save_model(self, staging: Path, model, tokenizer) -> None:
+        """The weights, config and tokenizer (a task whose model is only a means, like an audit fold, keeps none)."""
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
 
 def execute(task: Task) -> RunResult:
     """Run ``task`` from its config to a finished model directory (see the module's docstring)."""
+    from plmcli.training import check_tracker
+
     config = task.config
+    check_tracker(config.report_to)
     source = task.source()
     local_model = (source.location,) if source is not None and source.local else ()
     output = check_output_dir(config.output, config.overwrite, task.inputs() + local_model, resume=config.resume)
@@ -115,7 +124,7 @@ def execute(task: Task) -> RunResult:
 
 def _run(task: Task, source, claim: Claim, local_model: tuple[str, ...]) -> RunResult:
     """``execute`` from reading the data on, with the output held by this run."""
-    from plmcli.training import train, training_arguments
+    from plmcli.training import tracking, train, training_arguments
 
     config, output = task.config, claim.path
     run_dir = checkpoints.run_dir(output)
@@ -146,14 +155,14 @@ def _run(task: Task, source, claim: Claim, local_model: tuple[str, ...]) -> RunR
         checkpoints.clear(run_dir)
     state = task.before_training(built, device, precision, resumed_state)
 
-    with staged_dir(claim) as staging:
+    with staged_dir(claim) as staging, tracking(config.report_to, staging / LOGS):
         arguments = training_arguments(config, run_dir, device, precision, built.lr, built.arguments)
         trainer, train_output = train(
             config.command,
             resume_from=resume_from,
             settings=settings,
             state=state,
-            callbacks=built.callbacks,
+            callbacks=[*built.callbacks, *task.callbacks],
             model=built.model,
             args=arguments,
             train_dataset=built.train_set,
@@ -180,14 +189,13 @@ def _run(task: Task, source, claim: Claim, local_model: tuple[str, ...]) -> RunR
 
 
 def _write(task: Task, staging: Path, output: Path, trainer, built: Built, finished: Finished, metrics, local_model):
-    """The model directory, in staging: weights, tokenizer, metrics.json, the task's reports, manifest.json last."""
+    """The run's directory, in staging: weights, tokenizer, metrics.json, the task's reports, manifest.json last."""
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)  # no autocast wrapper
     speed.standard(model)  # saved as the model transformers would have written
     if finished.model_settings is not None:
         model.config.plm = finished.model_settings  # how plm predict and evaluate read data for this model
     with writing(output):  # a full disk leaves what was there as it was
-        model.save_pretrained(staging)
-        built.tokenizer.save_pretrained(staging)
+        task.save_model(staging, model, built.tokenizer)
         reporting.write_json(staging / "metrics.json", metrics)
         task.write(staging, trainer, built, metrics, finished.timing)
         resolved = {

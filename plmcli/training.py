@@ -6,13 +6,17 @@ sampling, best-model choice). ``train`` runs the Trainer with plm's progress bar
 plm can trust (plmcli.checkpoints) and a clean stop on SIGINT / SIGTERM.
 """
 
+import importlib.util
+import os
 import shlex
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from plmcli import checkpoints, interrupts, memory
-from plmcli.errors import Interrupted
+from plmcli.errors import Interrupted, PlmError
 
 # The validation figures the progress bar reports after each evaluation.
 EVALUATION_FIGURES = ("accuracy", "micro_f1", "macro_f1", "weighted_f1", "subset_accuracy", "loss", "rmse", "pearson")
@@ -193,6 +197,35 @@ def training_arguments(config, output_dir: Path, device: str, precision: str, lr
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
         "disable_tqdm": True,  # plm's own progress bar replaces the printed log dicts
-        "report_to": "none",
+        "report_to": getattr(config, "report_to", "none"),
     }
     return TrainingArguments(**(shared | task_arguments))
+
+
+# --report-to: the package each tracker needs, and the environment variable that says where it logs.
+TRACKERS = {
+    "tensorboard": ("tensorboard", "TENSORBOARD_LOGGING_DIR"),
+    "mlflow": ("mlflow", "MLFLOW_TRACKING_URI"),
+    "wandb": ("wandb", "WANDB_DIR"),
+}
+
+
+def check_tracker(name: str) -> None:
+    """Refuse --report-to TRACKER before anything runs when the tracker's package is missing."""
+    if name != "none" and importlib.util.find_spec(TRACKERS[name][0]) is None:
+        raise PlmError(f"--report-to {name} needs the {name} package: pip install 'plm[{name}]'.")
+
+
+@contextmanager
+def tracking(name: str, logs: Path) -> Iterator[None]:
+    """Within the block the tracker logs to ``logs`` (the run's OUTPUT/logs), unless its own variable says where."""
+    variable = TRACKERS[name][1] if name in TRACKERS else None
+    if variable is None or variable in os.environ:
+        yield
+        return
+    logs.mkdir(parents=True, exist_ok=True)
+    os.environ[variable] = (logs / "mlruns").resolve().as_uri() if name == "mlflow" else str(logs)
+    try:
+        yield
+    finally:
+        os.environ.pop(variable, None)

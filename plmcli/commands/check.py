@@ -13,16 +13,18 @@ import typer
 
 from plmcli import console
 from plmcli.config import CheckConfig
-from plmcli.options import EncodingOption, LabelColumnOption, MaxLengthOption, TextColumnOption, TextPairColumnOption
+from plmcli.options import (
+    EncodingOption,
+    LabelColumnOption,
+    LabelledDataArgument,
+    MaxLengthOption,
+    TextColumnOption,
+    TextPairColumnOption,
+)
 
 
 def check(
-    data: Annotated[
-        str,
-        typer.Argument(
-            help="Labelled data: a CSV, TSV, JSON, JSONL or Parquet file.", show_default=False, metavar="DATA"
-        ),
-    ],
+    data: LabelledDataArgument,
     validation: Annotated[
         Optional[str], typer.Option(help="A validation file: report texts it shares with DATA.")
     ] = None,

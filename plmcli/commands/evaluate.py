@@ -20,6 +20,7 @@ from plmcli.options import (
     DropInvalidOption,
     EncodingOption,
     LabelColumnOption,
+    LabelledDataArgument,
     LongOption,
     LongTexts,
     OverwriteOption,
@@ -33,12 +34,7 @@ SHOWN_ERRORS = 10
 
 
 def evaluate(
-    data: Annotated[
-        str,
-        typer.Argument(
-            help="Labelled data: a CSV, TSV, JSON, JSONL or Parquet file.", show_default=False, metavar="DATA"
-        ),
-    ],
+    data: LabelledDataArgument,
     model: Annotated[
         str, typer.Option("--model", "-m", help="A fine-tuned model directory (or Hugging Face id).")
     ] = "runs/finetune",

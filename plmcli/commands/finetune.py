@@ -22,34 +22,38 @@ from plmcli.options import (
     AllowChangedSettingsOption,
     AllowPickleOption,
     BaseModelOption,
+    BatchSizeOption,
     Calibration,
     ClassWeights,
+    ClassWeightsOption,
     Device,
     DeviceOption,
     DropInvalidOption,
     EncodingOption,
+    EpochsOption,
     LabelColumnOption,
+    LabelledDataArgument,
+    LearningRateOption,
     MaxLengthOption,
     Metric,
     OverwriteOption,
     Precision,
     PrecisionOption,
+    ReportToOption,
     ResumeOption,
     SaveStepsOption,
     SeedOption,
     Task,
     TextColumnOption,
     TextPairColumnOption,
+    Tracker,
+    WarmupRatioOption,
+    WeightDecayOption,
 )
 
 
 def finetune(
-    data: Annotated[
-        str,
-        typer.Argument(
-            help="Labelled data: a CSV, TSV, JSON, JSONL or Parquet file.", show_default=False, metavar="DATA"
-        ),
-    ],
+    data: LabelledDataArgument,
     model: BaseModelOption = None,
     output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the model to.")] = "runs/finetune",
     validation: Annotated[
@@ -65,14 +69,7 @@ def finetune(
         bool, typer.Option("--multi-label", help="Rows may have several labels, like 'sports|politics'.")
     ] = False,
     label_separator: Annotated[str, typer.Option(help="What separates the labels of a --multi-label cell.")] = "|",
-    class_weights: Annotated[
-        ClassWeights,
-        typer.Option(
-            help="auto: weight the loss by inverse class frequency when the largest class has more than 3x "
-            "the rows of the smallest; none: never.",
-            case_sensitive=False,
-        ),
-    ] = ClassWeights.auto,
+    class_weights: ClassWeightsOption = ClassWeights.auto,
     calibration: Annotated[
         Calibration,
         typer.Option(
@@ -106,16 +103,9 @@ def finetune(
         ),
     ] = Task.classification,
     max_length: MaxLengthOption = 128,
-    epochs: Annotated[float, typer.Option(min=0.0, help="Passes over the training data.")] = 3.0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Examples per training step per device.")] = 32,
-    lr: Annotated[
-        Optional[float],
-        typer.Option(
-            min=0.0,
-            help="Peak learning rate (AdamW, linear decay). [default: 1e-4 for encoders narrower than 768, "
-            "5e-5 up to 1024, else 2e-5]",
-        ),
-    ] = None,
+    epochs: EpochsOption = 3.0,
+    batch_size: BatchSizeOption = 32,
+    lr: LearningRateOption = None,
     seed: SeedOption = 42,
     max_train_samples: Annotated[
         Optional[int], typer.Option(min=1, help="Train on the first N training rows only (quick runs).")
@@ -126,6 +116,9 @@ def finetune(
     resume: ResumeOption = False,
     allow_changed_settings: AllowChangedSettingsOption = False,
     save_steps: SaveStepsOption = 500,
+    warmup_ratio: WarmupRatioOption = 0.06,
+    weight_decay: WeightDecayOption = 0.01,
+    report_to: ReportToOption = Tracker.none,
     encoding: EncodingOption = "utf-8",
     drop_invalid: DropInvalidOption = False,
     allow_pickle: AllowPickleOption = False,
@@ -163,6 +156,9 @@ def finetune(
         resume=resume,
         allow_changed_settings=allow_changed_settings,
         save_steps=save_steps,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        report_to=report_to.value,
         command=["plm", *sys.argv[1:]],
         encoding=encoding,
         drop_invalid=drop_invalid,

@@ -26,9 +26,13 @@ from plmcli.options import (
     OverwriteOption,
     Precision,
     PrecisionOption,
+    ReportToOption,
     ResumeOption,
     SaveStepsOption,
     SeedOption,
+    Tracker,
+    WarmupRatioOption,
+    WeightDecayOption,
 )
 
 
@@ -104,6 +108,9 @@ def pretrain(
     resume: ResumeOption = False,
     allow_changed_settings: AllowChangedSettingsOption = False,
     save_steps: SaveStepsOption = 500,
+    warmup_ratio: WarmupRatioOption = 0.06,
+    weight_decay: WeightDecayOption = 0.01,
+    report_to: ReportToOption = Tracker.none,
     allow_pickle: AllowPickleOption = False,
     preprocessing_workers: Annotated[
         int,
@@ -155,6 +162,9 @@ def pretrain(
         resume=resume,
         allow_changed_settings=allow_changed_settings,
         save_steps=save_steps,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        report_to=report_to.value,
         command=["plm", *sys.argv[1:]],
         allow_pickle=allow_pickle,
         preprocessing_workers=preprocessing_workers,

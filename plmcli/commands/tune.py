@@ -1,0 +1,156 @@
+"""`plm tune DATA`: the best fine-tuned model a time budget buys.
+
+Usage:
+    plm tune reviews.csv --budget 20m
+    plm tune tickets.jsonl --text-column body --label-column queue --budget 1h --metric accuracy
+    plm tune essays.csv --task regression --label-column score --trials 10
+    plm tune reviews.csv --budget 20m --resume      # after an interruption: the study continues
+"""
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from plmcli import console
+from plmcli.config import TuneConfig
+from plmcli.options import (
+    AllowPickleOption,
+    BaseModelOption,
+    Device,
+    DeviceOption,
+    DropInvalidOption,
+    EncodingOption,
+    LabelColumnOption,
+    LabelledDataArgument,
+    Metric,
+    OverwriteOption,
+    Precision,
+    PrecisionOption,
+    ReportToOption,
+    SeedOption,
+    Task,
+    TextColumnOption,
+    TextPairColumnOption,
+    Tracker,
+)
+
+
+def tune(
+    data: LabelledDataArgument,
+    budget: Annotated[
+        str,
+        typer.Option(
+            help="Wall time for the whole search, like 90s, 20m or 1.5h: no trial starts that cannot end in it."
+        ),
+    ] = "30m",
+    trials: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="At most this many trials (the first trains with finetune's defaults)."),
+    ] = None,
+    metric: Annotated[
+        Optional[Metric],
+        typer.Option(
+            help="The validation figure to optimise (micro_f1 with --multi-label only; rmse, pearson, spearman, mae, "
+            "r2 with --task regression). [default: macro_f1; rmse for --task regression]",
+            case_sensitive=False,
+        ),
+    ] = None,
+    model: BaseModelOption = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Directory for the best model.")] = "runs/tune",
+    validation: Annotated[
+        Optional[str], typer.Option(help="A labelled file to validate on (default: hold out --validation-split).")
+    ] = None,
+    validation_split: Annotated[
+        float, typer.Option(help="Share of DATA held out for validation, stratified by label (between 0 and 1).")
+    ] = 0.1,
+    text_column: TextColumnOption = None,
+    text_pair_column: TextPairColumnOption = None,
+    label_column: LabelColumnOption = None,
+    multi_label: Annotated[
+        bool, typer.Option("--multi-label", help="Rows may have several labels, like 'sports|politics'.")
+    ] = False,
+    label_separator: Annotated[str, typer.Option(help="What separates the labels of a --multi-label cell.")] = "|",
+    task: Annotated[
+        Task,
+        typer.Option(help="classification or regression (one number per row).", case_sensitive=False),
+    ] = Task.classification,
+    max_length: Annotated[
+        int, typer.Option(min=8, help="The longest --max-length a trial may use (the defaults trial uses it).")
+    ] = 128,
+    seed: SeedOption = 42,
+    device: DeviceOption = Device.auto,
+    precision: PrecisionOption = Precision.auto,
+    overwrite: OverwriteOption = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the search in --output (its study.db) with a new --budget.")
+    ] = False,
+    report_to: ReportToOption = Tracker.none,
+    encoding: EncodingOption = "utf-8",
+    drop_invalid: DropInvalidOption = False,
+    allow_pickle: AllowPickleOption = False,
+) -> None:
+    """Search learning rate, epochs, batch size, warmup, ... within a time budget; keep the best model."""
+    config = TuneConfig(
+        data=data,
+        budget=budget,
+        trials=trials,
+        metric=metric.value if metric else None,
+        model=model,
+        output=output,
+        validation=validation,
+        validation_split=validation_split,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        multi_label=multi_label,
+        label_separator=label_separator,
+        task=task.value,
+        max_length=max_length,
+        seed=seed,
+        device=device.value,
+        precision=precision.value,
+        overwrite=overwrite,
+        resume=resume,
+        report_to=report_to.value,
+        encoding=encoding,
+        drop_invalid=drop_invalid,
+        allow_pickle=allow_pickle,
+        command=["plm", *sys.argv[1:]],
+    )
+    from plmcli.tuning import tune as run_tune
+
+    console.out(summary(run_tune(config)))
+
+
+def summary(result) -> str:
+    """The trials in one table, the best settings, and the command that trains the best model again."""
+    report = result.report
+    metric, best = report["metric"], report["best"]
+    rows = [
+        [
+            t["number"],
+            t["state"].lower(),
+            f"{t['value']:.4f}",
+            f"{t['params']['lr']:.3g}",
+            t["params"]["epochs"],
+            t["params"]["batch_size"],
+            f"{t['seconds']:.0f}",
+        ]
+        for t in report["trials"]
+    ]
+    defaults = best["defaults_value"]
+    lines = [
+        "",
+        console.format_table(["trial", "state", metric, "lr", "epochs", "batch", "seconds"], rows),
+        "",
+        f"{len(report['trials'])} trials in {report['elapsed_seconds']:.0f} s of a {report['budget_seconds']:.0f} s "
+        f"budget ({report['pruned']} pruned; stopped: {report['stopped_because']}).",
+        f"Best: trial {best['number']}, validation {metric} {best['value']:.4f}"
+        + (f" (finetune's defaults: {defaults:.4f})." if defaults is not None else "."),
+        "Settings: " + ", ".join(f"{key} {value}" for key, value in best["params"].items()) + ".",
+        f"Model saved to {result.output}/ as trained in that trial (metrics.json, README.md, tune.json, tuning.png).",
+        f"The same model again:  {best['command']}",
+        *result.notes,
+    ]
+    return "\n".join(lines)
