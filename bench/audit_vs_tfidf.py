@@ -104,14 +104,14 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=500)
     parser.add_argument("--flip", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-noun", default="/usr/share/wordnet/data.noun")
+    parser.add_argument("--part", choices=("nouns", "verbs"), default="nouns")
     parser.add_argument("--plm-args", default="", help="more options for plm audit, e.g. '--epochs 1'")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="plm-audit-") as scratch:
         directory = Path(scratch)
-        clean, _ = write_sets(directory / "wordnet", args.per_class, 0, args.seed, args.data_noun)
+        clean, _ = write_sets(directory / "wordnet", args.per_class, 0, args.seed, part=args.part)
         with open(clean, newline="", encoding="utf-8") as stream:
             rows = list(csv.DictReader(stream))
         flipped = flip(rows, args.flip, args.seed)
@@ -150,7 +150,7 @@ def main() -> None:
     )
     summary = {
         "data": {
-            "source": "WordNet 3.0 noun glosses (Debian package wordnet-base), 8 lexicographer classes",
+            "source": f"WordNet 3.0 {args.part} glosses (Debian package wordnet-base), 8 lexicographer classes",
             "rows": len(rows),
             "per_class": args.per_class,
             "flipped": n,

@@ -1,6 +1,7 @@
 """plm tune: the defaults trial first, --trials, the budget, pruning, Ctrl-C and --resume; --report-to."""
 
 import json
+import shlex
 
 import pytest
 
@@ -40,8 +41,13 @@ def test_a_tiny_budget_runs_the_defaults_trial_and_writes_a_usable_model(cli, ti
     predicted = cli("predict", "--model", output, "a great and wonderful film")
     assert predicted.exit_code == 0 and ("positive" in predicted.stdout or "negative" in predicted.stdout)
     assert "The same model again:  plm finetune" in run.stdout
-    again = cli(*tune_args(reviews, output, tiny_base, "--budget", "1s", "--overwrite"))
-    assert again.exit_code == 0, again.stderr  # a tune's own output may be replaced
+    command = shlex.split(tuned["best"]["command"])
+    command[command.index("--output") + 1] = str(tmp_path / "again")
+    assert cli(*command[1:]).exit_code == 0  # the printed command trains the same model again
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())["validation"]
+    assert again == json.loads((output / "metrics.json").read_text())["validation"]
+    rerun = cli(*tune_args(reviews, output, tiny_base, "--budget", "1s", "--overwrite"))
+    assert rerun.exit_code == 0, rerun.stderr  # a tune's own output may be replaced
 
 
 def test_trials_runs_that_many_and_a_hopeless_trial_is_pruned(cli, tiny_base, reviews, tmp_path, monkeypatch):
