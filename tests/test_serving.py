@@ -49,6 +49,16 @@ class Server:
             time.sleep(0.2)
         raise AssertionError(f"plm serve did not get ready: {''.join(self.log)}")
 
+    def logged(self, wanted, seconds: float = 10) -> list[str]:
+        """The log lines holding the text ``wanted`` (or for which it is true), waiting for them: a thread reads
+        the log, which may lag the answers."""
+        deadline = time.monotonic() + seconds
+        while True:
+            lines = [line for line in self.log if (wanted(line) if callable(wanted) else wanted in line)]
+            if lines or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
+
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=30)
@@ -92,7 +102,7 @@ def test_answers_are_plm_predicts_also_under_64_concurrent_requests(cli, server,
         assert (answer["label"], answer["label_2"]) == (row["label"], row["label_2"])
         assert answer["score"] == pytest.approx(row["score"], abs=tolerance)
         assert set(answer) == {"label", "score", "label_2", "score_2"}
-    assert any(line.count("batch=") and " batch=1 " not in line for line in server.log)  # requests were gathered
+    assert server.logged(lambda line: "batch=" in line and " batch=1 " not in line)  # requests were gathered
 
 
 @pytest.mark.parametrize(
@@ -138,8 +148,8 @@ def test_metadata_long_texts_and_the_access_log(server, tiny_classifier):
     assert metadata["max_length"] == 64 and metadata["lineage"][-1].endswith(str(tiny_classifier))
     answer = _post(server, {"texts": ["good " * 100, "bad"]}).json()["predictions"]
     assert answer[0]["truncated"] is True and "truncated" not in answer[1]
-    logged = [line for line in server.log if '"POST /predict" 200 texts=2' in line]
-    assert logged and "good good" not in "".join(server.log)  # texts are not logged without --log-texts
+    assert server.logged('"POST /predict" 200 texts=2')
+    assert "good good" not in "".join(server.log)  # texts are not logged without --log-texts
 
 
 def test_health_is_503_until_the_model_has_answered_a_warm_up(tiny_classifier):
