@@ -1,12 +1,13 @@
 """`plm tune`: the best fine-tuned model a time budget buys.
 
 Each trial is one run of the finetune task (``plmcli.run.execute``) with settings optuna chose:
-its TPE sampler (seeded) picks the learning rate (log scale, a quarter to 4x the default for the
-model's width), epochs, batch size, warmup, weight decay, class weights (single-label) and the
+its TPE sampler (seeded) picks the learning rate (log scale, half to 4x the default for the
+model's width), epochs (2-5), batch size, warmup, weight decay, class weights (single-label) and the
 max length (finetune's or the training texts' 99th-percentile token length, whichever is
 shorter). The first trial trains with finetune's defaults, so the best model is never worse
 than the defaults on the validation --metric. A median pruner gets the validation metric after
-every epoch and stops a trial that is behind the earlier trials at the same epoch.
+every epoch and, from the second epoch on, stops a trial that is behind the earlier trials at the
+same epoch.
 
 The budget is wall time for the whole command: a trial starts only if it can end within it at
 the slowest pace measured so far (its epochs are capped to fit), and one that runs late is
@@ -43,7 +44,7 @@ STUDY = "study.db"
 REPORT = "tune.json"
 PLOT = "tuning.png"
 STUDY_NAME = "plm-tune"
-MAX_EPOCHS = 6
+MIN_EPOCHS, MAX_EPOCHS = 2, 5  # a searched trial trains for at least 2 epochs: 1 loses to the defaults' 3
 BATCH_SIZES = (16, 32, 64)
 LOWER_IS_BETTER = ("loss", "rmse", "mae")
 
@@ -127,10 +128,15 @@ def _study(optuna, config: TuneConfig, output: Path, store: Path):
         direction=direction,
         load_if_exists=config.resume,
         sampler=optuna.samplers.TPESampler(seed=config.seed + finished),  # a resumed search draws new settings
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+        # From the second epoch on: after one epoch a higher learning rate is often still behind, not worse.
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
-    if config.resume and study.direction.name.lower() != direction:
-        raise PlmError(f"the study in {config.output} was run with another --metric; start again with --overwrite.")
+    stored = study.user_attrs.get("metric")
+    if stored not in (None, config.metric):
+        raise PlmError(
+            f"the study in {config.output} optimised --metric {stored}; pass that, or start again with --overwrite."
+        )
+    study.set_user_attr("metric", config.metric)
     return study
 
 
@@ -167,8 +173,8 @@ class Search:
                 self.stopped_by = f"--trials {config.trials} reached"
                 return
             most_epochs = self._epochs_that_fit()
-            if most_epochs < 1:
-                self.stopped_by = "the budget left could not fit one more epoch at the pace measured"
+            if most_epochs < MIN_EPOCHS:
+                self.stopped_by = f"the budget left could not fit a trial of {MIN_EPOCHS} epochs at the pace measured"
                 return
             self._optuna_trial(optuna, most_epochs)
 
@@ -256,8 +262,8 @@ class Search:
         lr = attrs["default_lr"]
         lengths = sorted({min(config.max_length, attrs["p99_length"]), config.max_length})
         found = {
-            "lr": optuna.distributions.FloatDistribution(lr / 4, lr * 4, log=True),
-            "epochs": optuna.distributions.IntDistribution(1, max(MAX_EPOCHS, math.ceil(config.epochs))),
+            "lr": optuna.distributions.FloatDistribution(lr / 2, lr * 4, log=True),
+            "epochs": optuna.distributions.IntDistribution(MIN_EPOCHS, max(MAX_EPOCHS, math.ceil(config.epochs))),
             "batch_size": optuna.distributions.CategoricalDistribution(sorted({*BATCH_SIZES, config.batch_size})),
             "warmup_ratio": optuna.distributions.FloatDistribution(0.0, 0.2),
             "weight_decay": optuna.distributions.FloatDistribution(0.0, 0.1),
@@ -270,7 +276,7 @@ class Search:
     def _optuna_trial(self, optuna, most_epochs: int) -> None:
         distributions = self._distributions(optuna)
         distributions["epochs"] = optuna.distributions.IntDistribution(
-            1, min(distributions["epochs"].high, most_epochs)
+            MIN_EPOCHS, min(distributions["epochs"].high, most_epochs)
         )
         trial = self.study.ask(distributions)
         params = dict(trial.params)
@@ -426,9 +432,10 @@ def _token_p99(task, directory: Path) -> int:
 
 
 def _describe(params: dict) -> str:
-    return ", ".join(
-        f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}" for key, value in params.items()
-    )
+    """'lr 0.0002, epochs 4, ...' (the learning rate None: finetune's default for the model's width)."""
+    shown = {key: "default" if value is None else f"{value:g}" if isinstance(value, float) else value
+             for key, value in params.items()}  # fmt: skip
+    return ", ".join(f"{key} {value}" for key, value in shown.items())
 
 
 def finetune_command(config: TuneConfig, params: dict) -> str:

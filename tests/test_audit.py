@@ -143,6 +143,7 @@ def test_interrupted_audit_resumes_from_the_finished_folds(cli, tiny_base, tmp_p
     assert (output / "suspects.csv").read_bytes() == (reference / "suspects.csv").read_bytes()
 
 
+@pytest.mark.slow  # a second interrupted audit; resume itself stays in the quick suite
 def test_resume_refuses_a_finished_fold_run_with_other_settings(cli, tiny_base, tmp_path, monkeypatch):
     from plmcli.audit import FoldTask
 

@@ -340,6 +340,7 @@ def pretrain_args(corpus, output, *base):
     )  # fmt: skip
 
 
+@pytest.mark.slow  # finetune's resume to the same weights stays in the quick suite
 def test_pretrain_resumes_to_the_same_weights_and_keeps_the_before_figures(
     cli, tiny_base, corpus_txt, tmp_path, monkeypatch
 ):
@@ -365,6 +366,7 @@ def test_pretrain_resumes_to_the_same_weights_and_keeps_the_before_figures(
     assert figures[0]["validation"] == figures[1]["validation"]  # before (kept from the interrupted run) and after
 
 
+@pytest.mark.slow  # trains a tokenizer and a model from scratch twice
 def test_pretrain_from_scratch_resumes_with_the_vocabulary_it_trained(cli, corpus_txt, tmp_path, monkeypatch):
     args = pretrain_args(corpus_txt, tmp_path / "out", "--from-scratch", "--size", "tiny", "--vocab-size", "120")
     stop_at(monkeypatch, 4)

@@ -28,6 +28,7 @@ def leftovers(directory) -> list[str]:
 
 
 @pytest.mark.parametrize("command", ["finetune", "pretrain"])
+@pytest.mark.slow  # two torchrun processes each; the refusal under torchrun stays in the quick suite
 def test_two_processes_write_one_model_and_one_summary(command, tiny_base, sentiment_csv, corpus_txt, tmp_path):
     data = sentiment_csv if command == "finetune" else corpus_txt
     options = ["--model", tiny_base, "--epochs", "2", "--batch-size", "8", "--device", "cpu"]

@@ -89,6 +89,7 @@ def test_line_by_line_and_whole_word_mask(cli, tiny_base, corpus_txt, tmp_path):
     assert metrics["examples"] == "lines" and metrics["whole_word_mask"] is True and metrics["train"]["steps"] == 3
 
 
+@pytest.mark.slow  # pretrain then finetune; mlm+nsp's pairs are checked without training elsewhere
 def test_mlm_nsp_trains_bert_for_pretraining_that_finetunes(cli, tiny_base, tmp_path):
     from transformers import AutoModelForPreTraining, BertForPreTraining
 

@@ -152,6 +152,7 @@ def test_many_distinct_numbers_in_a_classification_run_suggest_regression(cli, t
     ) in run.stderr
 
 
+@pytest.mark.slow  # resume is the run skeleton's, tested on finetune in the quick suite
 def test_an_interrupted_regression_resumes_to_the_same_weights(cli, tiny_base, ratings_csv, tmp_path, monkeypatch):
     from tests.test_checkpoints import identical, stop_then_resume, weights
 

@@ -7,6 +7,7 @@ tiny random BERTs and toy data whose labels follow known words.
 import hashlib
 import json
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -220,6 +221,7 @@ def imbalanced_rows(count: int, seed: int) -> list[tuple[str, str]]:
     return rows
 
 
+@pytest.mark.slow  # two fine-tunes on an imbalanced set; the weights and the loss are checked by hand below
 def test_class_weights_make_the_minority_class_predicted_more_often(cli, tiny_base, tmp_path):
     train = write_csv(tmp_path / "skewed.csv", ["text", "label"], imbalanced_rows(200, seed=1))
     probe = tmp_path / "probe.txt"
@@ -242,6 +244,23 @@ def test_class_weights_make_the_minority_class_predicted_more_often(cli, tiny_ba
         else:
             assert metrics["class_weights"]["weights"] is None
     assert predicted_positive["auto"] > predicted_positive["none"] + 5, predicted_positive
+
+
+def test_class_weights_are_inverse_frequencies_and_weigh_the_loss():
+    import torch
+
+    from plmcli.tasks.classification import class_weighting, weighted_cross_entropy
+
+    skewed = SimpleNamespace(
+        label_names=["negative", "positive"], multi_label=False, train_labels=[0] * 180 + [1] * 20
+    )
+    auto = class_weighting("auto", skewed)
+    assert auto["weights"] == pytest.approx({"negative": 200 / 360, "positive": 200 / 40})
+    assert class_weighting("none", skewed)["weights"] is None
+    logits, labels = torch.tensor([[2.0, 0.0], [2.0, 0.0]]), torch.tensor([0, 1])
+    loss = weighted_cross_entropy(list(auto["weights"].values()))({"logits": logits}, labels)
+    each = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    assert float(loss) == pytest.approx(float((each[0] * 200 / 360 + each[1] * 5) / (200 / 360 + 5)))
 
 
 def test_class_weights_auto_leaves_balanced_data_alone(tiny_classifier):
