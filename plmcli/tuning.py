@@ -53,7 +53,6 @@ LOWER_IS_BETTER = ("loss", "rmse", "mae")
 class TuneResult:
     output: Path
     report: dict  # tune.json's content
-    notes: list
 
 
 def _optuna():
@@ -93,7 +92,7 @@ def tune(config: TuneConfig) -> TuneResult:
                 f"{_resume_command(config)}",
             ) from None
         report = search.publish(claim)
-    return TuneResult(output=output, report=report, notes=search.notes)
+    return TuneResult(output=output, report=report)
 
 
 def _reason(stop: Interrupted) -> str:
@@ -128,8 +127,9 @@ def _study(optuna, config: TuneConfig, output: Path, store: Path):
         direction=direction,
         load_if_exists=config.resume,
         sampler=optuna.samplers.TPESampler(seed=config.seed + finished),  # a resumed search draws new settings
-        # From the second epoch on: after one epoch a higher learning rate is often still behind, not worse.
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        # From the second epoch on (epochs are reported as steps 1, 2, ...; optuna prunes from step n_warmup_steps):
+        # after one epoch a higher learning rate is often still behind without being worse.
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
     )
     stored = study.user_attrs.get("metric")
     if stored not in (None, config.metric):
@@ -147,7 +147,6 @@ class Search:
         self.config, self.study, self.store = config, study, store
         self.started, self.deadline = started, deadline
         self.current: Optional[int] = None  # the trial running now
-        self.notes: list[str] = []
         self.stopped_by = ""  # why no further trial started
 
     def _ran(self) -> list:
@@ -439,7 +438,10 @@ def _describe(params: dict) -> str:
 
 
 def finetune_command(config: TuneConfig, params: dict) -> str:
-    """The `plm finetune` command that trains a trial's model again: the data options given, then ``params``."""
+    """The `plm finetune` command that trains a trial's model again: the data options given, then ``params``.
+
+    It has no --output: finetune's default, or the user's choice (the tune's own output is taken).
+    """
     parts = ["plm", "finetune", config.data]
     for flag, value in (
         ("--model", config.model),
@@ -466,7 +468,7 @@ def finetune_command(config: TuneConfig, params: dict) -> str:
     parts += ["--warmup-ratio", f"{params['warmup_ratio']:g}", "--weight-decay", f"{params['weight_decay']:g}"]
     if "class_weights" in params:
         parts += ["--class-weights", params["class_weights"]]
-    parts += ["--max-length", str(params["max_length"]), "--seed", str(config.seed), "--output", config.output]
+    parts += ["--max-length", str(params["max_length"]), "--seed", str(config.seed)]
     return shlex.join(parts)
 
 

@@ -151,6 +151,5 @@ def summary(result) -> str:
         "Settings: " + ", ".join(f"{key} {value}" for key, value in best["params"].items()) + ".",
         f"Model saved to {result.output}/ as trained in that trial (metrics.json, README.md, tune.json, tuning.png).",
         f"The same model again:  {best['command']}",
-        *result.notes,
     ]
     return "\n".join(lines)
