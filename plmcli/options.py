@@ -198,3 +198,13 @@ ReportToOption = Annotated[
         case_sensitive=False,
     ),
 ]
+ValidationOption = Annotated[
+    Optional[str], typer.Option(help="A labelled file to validate on (default: hold out --validation-split).")
+]
+ValidationSplitOption = Annotated[
+    float, typer.Option(help="Share of DATA held out for validation, stratified by label (between 0 and 1).")
+]
+MultiLabelOption = Annotated[
+    bool, typer.Option("--multi-label", help="Rows may have several labels, like 'sports|politics'.")
+]
+LabelSeparatorOption = Annotated[str, typer.Option(help="What separates the labels of a --multi-label cell.")]

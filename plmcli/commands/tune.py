@@ -23,7 +23,9 @@ from plmcli.options import (
     EncodingOption,
     LabelColumnOption,
     LabelledDataArgument,
+    LabelSeparatorOption,
     Metric,
+    MultiLabelOption,
     OverwriteOption,
     Precision,
     PrecisionOption,
@@ -33,6 +35,8 @@ from plmcli.options import (
     TextColumnOption,
     TextPairColumnOption,
     Tracker,
+    ValidationOption,
+    ValidationSplitOption,
 )
 
 
@@ -58,19 +62,13 @@ def tune(
     ] = None,
     model: BaseModelOption = None,
     output: Annotated[str, typer.Option("--output", "-o", help="Directory for the best model.")] = "runs/tune",
-    validation: Annotated[
-        Optional[str], typer.Option(help="A labelled file to validate on (default: hold out --validation-split).")
-    ] = None,
-    validation_split: Annotated[
-        float, typer.Option(help="Share of DATA held out for validation, stratified by label (between 0 and 1).")
-    ] = 0.1,
+    validation: ValidationOption = None,
+    validation_split: ValidationSplitOption = 0.1,
     text_column: TextColumnOption = None,
     text_pair_column: TextPairColumnOption = None,
     label_column: LabelColumnOption = None,
-    multi_label: Annotated[
-        bool, typer.Option("--multi-label", help="Rows may have several labels, like 'sports|politics'.")
-    ] = False,
-    label_separator: Annotated[str, typer.Option(help="What separates the labels of a --multi-label cell.")] = "|",
+    multi_label: MultiLabelOption = False,
+    label_separator: LabelSeparatorOption = "|",
     task: Annotated[
         Task,
         typer.Option(help="classification or regression (one number per row).", case_sensitive=False),
