@@ -28,7 +28,7 @@ def noisy_rows(count: int = 120) -> list[tuple[str, str]]:
 def audit_args(data, output, tiny_base, *more):
     return (
         "audit", data, "--model", tiny_base, "--output", output, "--folds", "3", "--epochs", "6", "--lr", "3e-3",
-        "--batch-size", "16", "--device", "cpu", *more,
+        "--batch-size", "16", "--device", "cpu", "--precision", "fp32", *more,
     )  # fmt: skip
 
 

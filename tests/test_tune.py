@@ -10,7 +10,21 @@ from tests.conftest import sentiment_rows, write_csv
 
 
 def tune_args(data, output, tiny_base, *more):
-    return ("tune", data, "--model", tiny_base, "--output", output, "--device", "cpu", "--max-length", "32", *more)
+    return (
+        "tune",
+        data,
+        "--model",
+        tiny_base,
+        "--output",
+        output,
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--max-length",
+        "32",
+        *more,
+    )
 
 
 @pytest.fixture
