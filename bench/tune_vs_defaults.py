@@ -1,18 +1,18 @@
 """What a time budget buys: `plm tune --budget B` against `plm finetune` with its defaults, on a held-out test set.
 
-Data: WordNet glosses in 8 classes (``bench/wordnet.py``; ``apt-get install wordnet-base``):
-``--train-per-class`` rows per class to train on (750: 6,000 rows, of which both commands hold out
-the same stratified 10% for validation), and a test set of ``--test-per-class`` per class that
-neither sees.
+Data: a real 8-class set (``--set``, see ``bench/sets.py``; default: Debian package descriptions
+by archive section): a training file, of which both commands hold out the same stratified 10%
+for validation, and a test set that neither sees.
 
 - defaults: ``plm finetune train.csv`` (3 epochs, batch 32, lr 1e-4 for MiniLM's width, ...).
-- tune: ``plm tune train.csv --budget B``, timed as the process's wall time (the budget must hold
+- tune: ``plm tune train.csv --budget B --metric M`` (``--metric``, default accuracy: the figure
+  the test set compares), timed as the process's wall time (the budget must hold
   to within a minute).
 
 Both models are scored by ``plm evaluate test.csv``. Prints accuracy and macro-F1 of each, the
-difference, the number of trials and how many were pruned, and writes bench/results-tune.json.
+difference, the number of trials and how many were pruned, and writes bench/results-tune-SET.json.
 
-    python bench/tune_vs_defaults.py [--budget 20m] [--part nouns]
+    python bench/tune_vs_defaults.py [--budget 20m] [--set debian]
 """
 
 import argparse
@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import sets
 from isolated import describe, machine
-from wordnet import write_sets
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,18 +55,19 @@ def scored(model: Path, test: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="20m")
-    parser.add_argument("--part", choices=("nouns", "verbs"), default="nouns")
-    parser.add_argument("--train-per-class", type=int, default=750)
-    parser.add_argument("--test-per-class", type=int, default=250)
+    parser.add_argument("--metric", default="accuracy", help="the validation metric tune optimises")
+    sets.add_arguments(parser, train_per_class=750, test_per_class=250)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=HERE / "results-tune.json")
+    parser.add_argument("--output", type=Path, help="[default: bench/results-tune-SET.json]")
     args = parser.parse_args()
+    args.output = args.output or HERE / f"results-tune-{args.set}.json"
 
     with tempfile.TemporaryDirectory(prefix="plm-tune-") as scratch:
         directory = Path(scratch)
-        train, test = write_sets(directory, args.train_per_class, args.test_per_class, args.seed, part=args.part)
+        train, test, data = sets.write(args, directory)
         tuned_dir, defaults_dir = directory / "tuned", directory / "defaults"
-        tune_seconds = plm("tune", str(train), "--budget", args.budget, "--output", str(tuned_dir))
+        searched = ["--budget", args.budget, "--metric", args.metric]
+        tune_seconds = plm("tune", str(train), *searched, "--output", str(tuned_dir))
         report = json.loads((tuned_dir / "tune.json").read_text(encoding="utf-8"))
         tuned = scored(tuned_dir, test)
         defaults_seconds = plm("finetune", str(train), "--output", str(defaults_dir))
@@ -74,8 +75,8 @@ def main() -> None:
 
     where = machine()
     budget = report["budget_seconds"]
-    print(f"\nWordNet {args.part}: {args.train_per_class * 8} rows to train and validate on, "
-          f"{args.test_per_class * 8} test rows; {describe(where)}")  # fmt: skip
+    print(f"\n{data['source']}: {data['train_rows']} rows to train and validate on, {data['test_rows']} test rows; "
+          f"{describe(where)}")  # fmt: skip
     print(f"{'model':<34} {'test accuracy':>14} {'macro-F1':>9} {'wall s':>8}")
     print(f"{'plm finetune (defaults)':<34} {defaults['accuracy']:>14.4f} {defaults['macro_f1']:>9.4f} "
           f"{defaults_seconds:>8.0f}")  # fmt: skip
@@ -87,16 +88,12 @@ def main() -> None:
         f"({tune_seconds - budget:+.0f} s); accuracy {tuned['accuracy'] - defaults['accuracy']:+.4f} over the defaults"
     )
     summary = {
-        "data": {
-            "source": f"WordNet 3.0 {args.part} glosses, 8 lexicographer classes",
-            "seed": args.seed,
-            "train_rows": args.train_per_class * 8,
-            "test_rows": args.test_per_class * 8,
-        },  # fmt: skip
+        "data": data,
         "defaults": {**defaults, "seconds": round(defaults_seconds, 1)},
         "tune": {
             **tuned,
             "budget": args.budget,
+            "metric": args.metric,
             "seconds": round(tune_seconds, 1),
             "trials": len(report["trials"]),
             "pruned": report["pruned"],
