@@ -24,7 +24,7 @@ DEFAULT_CLASSIFIER = "runs/finetune"  # where `plm finetune` writes and `plm pre
 DEFAULT_PRETRAINED = "runs/pretrain"  # where `plm pretrain` writes and `plm fill-mask` reads by default
 OBJECTIVES = ("mlm", "mlm+nsp")
 CLASS_WEIGHTS = ("auto", "none")
-CALIBRATIONS = ("temperature", "none")
+CALIBRATIONS = ("temperature", "beta", "none")
 LONG_TEXTS = ("truncate", "sliding")
 SINGLE_LABEL_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
 MULTI_LABEL_METRICS = ("macro_f1", "micro_f1", "loss")
@@ -136,7 +136,7 @@ class FinetuneConfig:
     encoding: str = "utf-8"  # of the data files (UTF-8 may start with a byte-order mark)
     drop_invalid: bool = False  # skip (and count) rows with an empty text or label instead of refusing them
     class_weights: str = "auto"  # auto: weight the loss when the largest class is > 3x the smallest; none
-    calibration: str = "temperature"  # single-label scores: temperature scaling fitted on validation; none
+    calibration: str = "temperature"  # single-label scores: temperature scaling fitted on validation; beta; none
     early_stopping: Optional[int] = None  # stop after this many evaluations (epochs) without improving `metric`
     metric: Optional[str] = None  # what picks the best model under early stopping; None: macro_f1, or rmse
     task: str = "classification"  # or regression: a numeric target, standardised for training

@@ -78,7 +78,10 @@ def _evaluate(config: EvaluateConfig, claim: Claim) -> EvaluationResult:
         f"Evaluating on {len(rows.texts)} rows: text column '{columns.text}'{pair}, label column '{columns.label}'."
     )
 
-    probabilities, long_texts = classifier(rows.texts, config.batch_size, rows.pairs)
+    if classifier.multi_label:
+        probabilities, long_texts = classifier(rows.texts, config.batch_size, rows.pairs)
+    else:
+        raw, probabilities, long_texts = classifier.raw_and_calibrated(rows.texts, config.batch_size, rows.pairs)
     chosen = classifier.chosen(probabilities)
     from plmcli import metrics as scoring
 
@@ -111,7 +114,11 @@ def _evaluate(config: EvaluateConfig, claim: Claim) -> EvaluationResult:
     if not classifier.multi_label:
         from plmcli import calibration
 
-        raw, metrics["calibration"] = _calibration(probabilities, references, classifier.temperature)
+        metrics["calibration"] = {
+            **classifier.calibrator.describe(),
+            "before": calibration.report(raw, references),
+            "after": calibration.report(probabilities.astype(np.float64), references),
+        }
         metrics["coverage"] = calibration.coverage(probabilities, references)
         if config.target_accuracy is not None:
             metrics["target_accuracy"] = calibration.threshold_for(
@@ -180,22 +187,6 @@ def _evaluate_regression(config: EvaluateConfig, claim: Claim, frame, classifier
         )
         reporting.write_manifest(staging / "manifest.json", config, {}, [config.data])
     return EvaluationResult(output=claim.path, metrics=metrics, errors=errors)
-
-
-def _calibration(probabilities: np.ndarray, references: np.ndarray, temperature: float) -> tuple[np.ndarray, dict]:
-    """The model's scores without its temperature, and the calibration figures on this data before and after.
-
-    softmax(T log p) undoes softmax(z / T): the raw scores come back from the calibrated ones.
-    """
-    from plmcli import calibration
-
-    raw = calibration.softmax(np.log(np.clip(probabilities, 1e-30, 1.0)), 1 / temperature)
-    figures = {
-        "temperature": temperature,
-        "before": calibration.report(raw, references),
-        "after": calibration.report(probabilities.astype(np.float64), references),
-    }
-    return raw, figures
 
 
 def _present(column, frame):

@@ -104,11 +104,11 @@ def classify(
     pairs: Optional[list[str]] = None,
     sliding: bool = False,
     progress: Optional[Callable[[int], object]] = None,
-    temperature: float = 1.0,
+    calibrator: Optional[Callable[[np.ndarray], np.ndarray]] = None,
 ) -> tuple[np.ndarray, int]:
     """Label probabilities (texts, labels) in input order, and how many texts were longer than ``max_length``.
 
-    Probabilities are a softmax over the labels (of the logits divided by ``temperature``: see
+    Probabilities are a softmax over the labels (or ``calibrator(logits)``: see
     plmcli.calibration), or for a multi-label model each label's sigmoid; a regression model's raw
     outputs (texts, 1) are returned as they are.
     A longer text is truncated, or with ``sliding`` cut into windows of ``max_length`` tokens that
@@ -140,7 +140,7 @@ def classify(
     elif problem == "multi_label_classification":
         probabilities = scores(logits, multi_label=True)
     else:
-        probabilities = scores(logits / temperature, multi_label=False)
+        probabilities = calibrator(logits) if calibrator is not None else scores(logits, multi_label=False)
     if sliding:
         owners = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
         windows = np.bincount(owners, minlength=len(texts))
@@ -197,9 +197,11 @@ class Classifier:
         return outputs[:, 0].astype(np.float64) * float(scale["std"]) + float(scale["mean"])
 
     @property
-    def temperature(self) -> float:
-        """What a single-label model's logits are divided by before the softmax (plm finetune's calibration)."""
-        return float(self.trained_with.get("temperature") or 1.0)
+    def calibrator(self):
+        """What turns a single-label model's logits into its scores (plm finetune's calibration)."""
+        from plmcli.calibration import Calibrator
+
+        return Calibrator.of(self.trained_with)
 
     @property
     def thresholds(self) -> np.ndarray:
@@ -217,12 +219,29 @@ class Classifier:
         self.say_long(long_texts, len(texts), pairs is not None)
         return probabilities, long_texts
 
+    def raw_and_calibrated(
+        self, texts: list[str], batch_size: int, pairs: Optional[list[str]] = None
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """A single-label model's scores without its calibration and with it, from one pass; the long texts' count."""
+        from plmcli.calibration import softmax
+
+        calibrator = self.calibrator
+
+        def side_by_side(logits: np.ndarray) -> np.ndarray:
+            return np.hstack([softmax(logits), calibrator(logits)])
+
+        both, long_texts = self.scores(texts, batch_size, pairs, None, side_by_side)
+        self.say_long(long_texts, len(texts), pairs is not None)
+        labels = len(self.label_names)
+        return both[:, :labels], both[:, labels:], long_texts
+
     def scores(
-        self, texts: list[str], batch_size: int, pairs: Optional[list[str]] = None, progress=None
+        self, texts: list[str], batch_size: int, pairs: Optional[list[str]] = None, progress=None, calibrator=None
     ) -> tuple[np.ndarray, int]:
         """Probabilities (texts, labels) in input order and the count of long texts; NaN or infinity refused.
 
-        ``progress`` is called with the number of examples (texts, or windows) of each batch done.
+        ``progress`` is called with the number of examples (texts, or windows) of each batch done;
+        ``calibrator`` (logits to scores) replaces the model's own calibration.
         """
         if self.sliding and pairs is not None:
             raise PlmError("--long sliding reads single texts; text pairs are truncated (drop --long sliding).")
@@ -237,7 +256,7 @@ class Classifier:
             pairs,
             self.sliding,
             progress,
-            self.temperature,
+            None if self.multi_label or self.regression else calibrator or self.calibrator,
         )
         check_finite(probabilities, self.name)
         return probabilities, long_texts

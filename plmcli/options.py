@@ -27,6 +27,7 @@ class ClassWeights(str, Enum):
 
 class Calibration(str, Enum):
     temperature = "temperature"
+    beta = "beta"
     none = "none"
 
 
@@ -173,6 +174,16 @@ ClassWeightsOption = Annotated[
     typer.Option(
         help="auto: weight the loss by inverse class frequency when the largest class has more than 3x "
         "the rows of the smallest; none: never.",
+        case_sensitive=False,
+    ),
+]
+CalibrationOption = Annotated[
+    Calibration,
+    typer.Option(
+        help="temperature: fit one temperature on the validation set so that single-label scores match "
+        "accuracy (labels never change); beta: the temperature, then a map of the top score fitted on the "
+        "same rows, for a model too sure of hard texts but not of easy ones (labels never change); none: raw "
+        "softmax scores.",
         case_sensitive=False,
     ),
 ]

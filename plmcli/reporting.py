@@ -299,6 +299,14 @@ def _scores_section(validation: dict) -> str:
             "predict`, `evaluate` and `serve`), so that among texts scored about 0.8, about 80% are right. "
             "Labels are the same as without it."
         )
+        if calibration.get("top_score_map"):
+            found = calibration["top_score_map"]
+            meaning += (
+                f" Then the top score s is mapped by beta calibration (`--calibration beta`, saved as "
+                f"`plm.top_score_map`): logit(s') = {found['a']:.3g} ln s - {found['b']:.3g} ln(1 - s) "
+                f"{found['c']:+.3g}, fitted on the same rows; higher scores stay higher, and the other labels "
+                "share 1 - s' in the ratios they had."
+            )
     rows = "\n".join(
         f"| {name} calibration | " + " | ".join(f"{figures[key]:.4f}" for key in CALIBRATION_FIGURES) + " |"
         for name, figures in (("before", before), ("after", after))

@@ -333,7 +333,11 @@ def describe(config: ServeConfig, classifier) -> dict:
         "task": task,
         "labels": None if classifier.regression else classifier.label_names,
         "thresholds": classifier.thresholds.tolist() if classifier.multi_label else None,
-        "temperature": None if classifier.regression or classifier.multi_label else classifier.temperature,
+        **(
+            dict.fromkeys(("temperature", "top_score_map"))
+            if classifier.regression or classifier.multi_label
+            else classifier.calibrator.describe()
+        ),
         "text_pair_column": classifier.trained_with.get("text_pair_column"),
         "max_length": classifier.max_length,
         "device": classifier.device,

@@ -462,6 +462,8 @@ def finetune_command(config: TuneConfig, params: dict) -> str:
         parts += ["--encoding", config.encoding]
     if config.drop_invalid:
         parts.append("--drop-invalid")
+    if config.calibration != "temperature":
+        parts += ["--calibration", config.calibration]
     parts += ["--epochs", f"{params['epochs']:g}", "--batch-size", str(params["batch_size"])]
     if params.get("lr") is not None:
         parts += ["--lr", f"{params['lr']:g}"]

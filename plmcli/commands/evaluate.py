@@ -142,10 +142,13 @@ def summary(result) -> str:
     if "calibration" in metrics:
         calibration = metrics["calibration"]
         before, after = calibration["before"], calibration["after"]
+        from plmcli.calibration import Calibrator
+
+        used = Calibrator(calibration["temperature"], calibration["top_score_map"]).phrase()
         lines += [
             "",
-            f"Scores: ECE {after['ece']:.4f} on this data with the model's temperature "
-            f"{calibration['temperature']:.3g} ({before['ece']:.4f} without); mean top score "
+            f"Scores: ECE {after['ece']:.4f} on this data with the model's {used} ({before['ece']:.4f} "
+            f"without); mean top score "
             f"{after['mean_top_score']:.4f} at accuracy {after['accuracy']:.4f}. reliability.png shows both.",
         ]
     lines += _coverage_lines(metrics)

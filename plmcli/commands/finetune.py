@@ -24,6 +24,7 @@ from plmcli.options import (
     BaseModelOption,
     BatchSizeOption,
     Calibration,
+    CalibrationOption,
     ClassWeights,
     ClassWeightsOption,
     Device,
@@ -68,14 +69,7 @@ def finetune(
     multi_label: MultiLabelOption = False,
     label_separator: LabelSeparatorOption = "|",
     class_weights: ClassWeightsOption = ClassWeights.auto,
-    calibration: Annotated[
-        Calibration,
-        typer.Option(
-            help="temperature: fit one temperature on the validation set so that single-label scores match "
-            "accuracy (labels never change); none: raw softmax scores.",
-            case_sensitive=False,
-        ),
-    ] = Calibration.temperature,
+    calibration: CalibrationOption = Calibration.temperature,
     early_stopping: Annotated[
         Optional[int],
         typer.Option(
@@ -227,8 +221,11 @@ def _calibration_line(calibration: dict) -> str:
     before, after = calibration["before"], calibration["after"]
     if calibration["fitted_on"] is None:
         return f"Scores: raw softmax, not calibrated; validation ECE {before['ece']:.4f}."
+    from plmcli.calibration import Calibrator
+
+    used = Calibrator(calibration["temperature"], calibration["top_score_map"]).phrase()
     return (
-        f"Scores: calibrated with temperature {calibration['temperature']:.3g}; validation ECE {before['ece']:.4f} "
+        f"Scores: calibrated with {used}; validation ECE {before['ece']:.4f} "
         f"-> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f} (measured on the rows it was fitted "
         "on, so optimistic: plm evaluate on other data gives the honest figure)."
     )

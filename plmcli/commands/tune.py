@@ -17,6 +17,8 @@ from plmcli.config import TuneConfig
 from plmcli.options import (
     AllowPickleOption,
     BaseModelOption,
+    Calibration,
+    CalibrationOption,
     Device,
     DeviceOption,
     DropInvalidOption,
@@ -84,6 +86,7 @@ def tune(
         bool, typer.Option("--resume", help="Continue the search in --output (its study.db) with a new --budget.")
     ] = False,
     report_to: ReportToOption = Tracker.none,
+    calibration: CalibrationOption = Calibration.temperature,
     encoding: EncodingOption = "utf-8",
     drop_invalid: DropInvalidOption = False,
     allow_pickle: AllowPickleOption = False,
@@ -108,6 +111,7 @@ def tune(
         seed=seed,
         device=device.value,
         precision=precision.value,
+        calibration=calibration.value,
         overwrite=overwrite,
         resume=resume,
         report_to=report_to.value,

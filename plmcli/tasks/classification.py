@@ -341,7 +341,10 @@ class ClassificationTask(SequenceTask):
                 "label": names[int(counts.argmax())],
                 "accuracy": round(float(counts.max() / counts.sum()), 4),
             }
-            report["calibration"], settings["temperature"] = self.calibrate(outputs, references)
+            report["calibration"], calibrator = self.calibrate(outputs, references)
+            settings["temperature"] = calibrator.temperature
+            if calibrator.top_score_map is not None:
+                settings["top_score_map"] = calibrator.top_score_map
         self.precision_check = None
         if precision in ("bf16", "fp16"):
             model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)  # no autocast
@@ -364,33 +367,45 @@ class ClassificationTask(SequenceTask):
             self.precision_check = check
         return report, settings
 
-    def calibrate(self, logits: np.ndarray, references: np.ndarray) -> tuple[dict, float]:
-        """The temperature (fitted on the validation logits, or 1 with --calibration none) and its report.
+    def calibrate(self, logits: np.ndarray, references: np.ndarray) -> tuple[dict, object]:
+        """The calibration fitted on the validation logits (--calibration none: raw softmax) and its report.
 
-        The figures after are measured on the rows the temperature was fitted on, so they are
-        optimistic: plm evaluate on other data gives the honest figure.
+        The figures after are measured on the rows it was fitted on, so they are optimistic: plm
+        evaluate on other data gives the honest figure.
         """
         from plmcli import calibration
 
+        method = self.config.calibration
         # With every validation row right, the NLL falls forever as T shrinks: nothing to fit, scores stay raw.
         errors = int((logits.argmax(-1) != references).sum())
-        fitted = self.config.calibration == "temperature" and errors > 0
-        temperature = calibration.fit_temperature(logits, references) if fitted else 1.0
-        if self.config.calibration == "temperature" and not errors:
+        fitted = method != "none" and errors > 0
+        if method != "none" and not errors:
             self.notes.append(
                 "Scores are not calibrated: every validation row is right, so no temperature can be fitted "
                 "(a larger or harder validation set can)."
             )
-        before, after = calibration.softmax(logits), calibration.softmax(logits, temperature)
+        temperature = calibration.fit_temperature(logits, references) if fitted else 1.0
+        top_score_map = None
+        if fitted and method == "beta":
+            if min(errors, len(references) - errors) >= calibration.MIN_BETA_ROWS:
+                top_score_map = calibration.fit_beta(calibration.softmax(logits, temperature), references)
+            else:
+                self.notes.append(
+                    f"Scores are calibrated by the temperature alone: a top-score map needs at least "
+                    f"{calibration.MIN_BETA_ROWS} right and {calibration.MIN_BETA_ROWS} wrong validation rows "
+                    f"(there are {len(references) - errors} and {errors})."
+                )
+        calibrator = calibration.Calibrator(temperature, top_score_map)
+        before, after = calibration.softmax(logits), calibrator(logits)
         self.reliability = (before, after, references)  # for reliability.png
         return {
-            "method": self.config.calibration,
-            "temperature": temperature,
+            "method": method,
+            **calibrator.describe(),
             "before": calibration.report(before, references),
             "after": calibration.report(after, references),
             "fitted_on": "the validation rows these figures are measured on (optimistic)" if fitted else None,
             "validation_errors": errors,
-        }, temperature
+        }, calibrator
 
     def task_name(self) -> str:
         return "multi-label" if self.labelled.multi_label else "single-label"
