@@ -18,12 +18,13 @@ with a fixed seed and split, the same share of each going to the test set.
 """
 
 import argparse
-import csv
 import glob
 import hashlib
 import random
 import subprocess
 from pathlib import Path
+
+from split_files import write_split
 
 INDEX = "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages*"
 SECTIONS = ("admin", "games", "graphics", "net", "science", "sound", "text", "utils")
@@ -76,15 +77,7 @@ def write_sets(out: Path, test_share: float = 0.3, seed: int = 0, index: str = I
         train += [(description, section) for description in texts[cut:]]
     rng.shuffle(train)
     rng.shuffle(test)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, rows in (("train.csv", train), ("test.csv", test)):
-        with open(out / name, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["text", "label"])
-            writer.writerows(rows)
-        paths.append(out / name)
-    return paths[0], paths[1], digest
+    return (*write_split(out, train, test), digest)
 
 
 def main() -> None:

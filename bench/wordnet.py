@@ -21,9 +21,10 @@ the rows are shuffled.
 """
 
 import argparse
-import csv
 import random
 from pathlib import Path
+
+from split_files import write_split
 
 DATA_NOUN = "/usr/share/wordnet/data.noun"
 DATA_VERB = "/usr/share/wordnet/data.verb"
@@ -89,15 +90,7 @@ def write_sets(out: Path, train_per_class: int, test_per_class: int, seed: int =
         train += [(text, label) for text in texts[test_per_class : test_per_class + train_per_class]]
     rng.shuffle(train)
     rng.shuffle(test)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, rows in (("train.csv", train), ("test.csv", test)):
-        with open(out / name, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["text", "label"])
-            writer.writerows(rows)
-        paths.append(out / name)
-    return paths
+    return write_split(out, train, test)
 
 
 def main() -> None:

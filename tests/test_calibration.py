@@ -98,21 +98,25 @@ def test_finetune_fits_saves_and_reports_a_temperature(tiny_classifier):
     assert "## What the scores mean" in (tiny_classifier / "README.md").read_text()
 
 
-def test_predict_and_evaluate_apply_the_temperature(cli, tiny_classifier, tmp_path):
+def predicted_and_by_hand(cli, model_dir) -> tuple[np.ndarray, np.ndarray]:
+    """`plm predict --all-scores` on a dozen texts, and the model's logits for them computed with transformers."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     texts = [text for text, _ in sentiment_rows(12, seed=4)]
-    run = cli("predict", "--model", tiny_classifier, *texts, "--format", "json", "--all-scores", "--precision", "fp32")
+    run = cli("predict", "--model", model_dir, *texts, "--format", "json", "--all-scores", "--precision", "fp32")
     assert run.exit_code == 0, run.stderr
-    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     with torch.inference_mode():
         logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.numpy()
+    return np.array([[row["prob_negative"], row["prob_positive"]] for row in json.loads(run.stdout)]), logits
+
+
+def test_predict_and_evaluate_apply_the_temperature(cli, tiny_classifier, tmp_path):
+    got, logits = predicted_and_by_hand(cli, tiny_classifier)
     temperature = json.loads((tiny_classifier / "config.json").read_text())["plm"]["temperature"]
-    expected = calibration.softmax(logits, temperature)
-    got = np.array([[row["prob_negative"], row["prob_positive"]] for row in json.loads(run.stdout)])
-    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(got, calibration.softmax(logits, temperature), atol=1e-5)
     data = write_csv(tmp_path / "test.csv", ["text", "label"], sentiment_rows(30, seed=4))
     run = cli("evaluate", data, "--model", tiny_classifier, "--output", tmp_path / "report", "--device", "cpu")
     assert run.exit_code == 0, run.stderr
@@ -125,23 +129,13 @@ def test_predict_and_evaluate_apply_the_temperature(cli, tiny_classifier, tmp_pa
 def test_predict_and_evaluate_apply_a_saved_top_score_map(cli, tiny_classifier, tmp_path):
     import shutil
 
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_classifier, model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     config["plm"]["top_score_map"] = {"method": "beta", "a": 0.0, "b": 2.0, "c": -2.0}
     (model_dir / "config.json").write_text(json.dumps(config))
-    texts = [text for text, _ in sentiment_rows(12, seed=4)]
-    run = cli("predict", "--model", model_dir, *texts, "--format", "json", "--all-scores", "--precision", "fp32")
-    assert run.exit_code == 0, run.stderr
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    with torch.inference_mode():
-        logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.numpy()
+    got, logits = predicted_and_by_hand(cli, model_dir)
     fitted = calibration.Calibrator.of(config["plm"])
-    got = np.array([[row["prob_negative"], row["prob_positive"]] for row in json.loads(run.stdout)])
     np.testing.assert_allclose(got, fitted(logits), atol=1e-5)
     assert not np.allclose(got, calibration.softmax(logits, fitted.temperature), atol=1e-3)  # the map did something
     data = write_csv(tmp_path / "test.csv", ["text", "label"], sentiment_rows(30, seed=4))
