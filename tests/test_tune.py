@@ -152,3 +152,13 @@ def test_a_missing_tracker_is_one_line_naming_the_extra(cli, tiny_base, reviews,
     run = cli("finetune", reviews, "--model", tiny_base, "--output", tmp_path / "m", "--report-to", "mlflow")
     assert run.exit_code == 2 and "pip install 'plm[mlflow]'" in run.error_line
     assert not (tmp_path / "m").exists()
+
+
+def test_the_reproduce_command_carries_a_calibration_that_is_not_the_default():
+    from plmcli.config import TuneConfig
+    from plmcli.tuning import finetune_command
+
+    params = {"epochs": 3, "batch_size": 32, "lr": None, "warmup_ratio": 0.06, "weight_decay": 0.01, "max_length": 64}
+    beta = shlex.split(finetune_command(TuneConfig(data="reviews.csv", calibration="beta"), params))
+    assert beta[beta.index("--calibration") + 1] == "beta"
+    assert "--calibration" not in finetune_command(TuneConfig(data="reviews.csv"), params)
