@@ -498,7 +498,11 @@ def plot_loss_curve(
 
 
 def plot_reliability(path: Path, before, after, labels, title: str) -> None:
-    """A reliability diagram: accuracy against mean top score per bin, before and after calibration."""
+    """A reliability diagram: accuracy against mean top score per bin, before and after calibration.
+
+    A marker's area grows with its bin's rows, so a bin of a few rows far from the diagonal reads as the
+    noise it is.
+    """
     from plmcli import calibration
 
     with _pyplot() as plt:
@@ -507,9 +511,11 @@ def plot_reliability(path: Path, before, after, labels, title: str) -> None:
         for probabilities, name, marker in ((before, "before", "o"), (after, "after", "s")):
             points = calibration.reliability(probabilities, labels)
             ece = calibration.expected_calibration_error(probabilities, labels)
-            axes.plot(
-                *zip(*[(x, y) for x, y, _ in points]), marker=marker, label=f"{name} calibration (ECE {ece:.3f})"
-            )
+            scores, accuracies, rows = zip(*points)
+            (line,) = axes.plot(scores, accuracies, label=f"{name} calibration (ECE {ece:.3f})")
+            sizes = [12 + 150 * count / len(labels) for count in rows]
+            axes.scatter(scores, accuracies, s=sizes, marker=marker, color=line.get_color(), zorder=3)
+        axes.text(0.98, 0.02, "marker area: rows in the bin", ha="right", fontsize=7, color="grey")
         axes.set_xlabel("mean top score in the bin")
         axes.set_ylabel("accuracy in the bin")
         axes.set_xlim(0, 1)
