@@ -39,7 +39,7 @@ class Calibrator:
 
     @classmethod
     def of(cls, settings: dict) -> "Calibrator":
-        """The calibrator plm finetune saved in ``config.json``'s ``plm`` section (none saved: raw softmax)."""
+        """From ``temperature`` and ``top_score_map`` in ``config.json``'s ``plm`` section or a metrics.json report."""
         return cls(float(settings.get("temperature") or 1.0), settings.get("top_score_map"))
 
     def describe(self) -> dict:

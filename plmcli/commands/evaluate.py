@@ -144,7 +144,7 @@ def summary(result) -> str:
         before, after = calibration["before"], calibration["after"]
         from plmcli.calibration import Calibrator
 
-        used = Calibrator(calibration["temperature"], calibration["top_score_map"]).phrase()
+        used = Calibrator.of(calibration).phrase()
         lines += [
             "",
             f"Scores: ECE {after['ece']:.4f} on this data with the model's {used} ({before['ece']:.4f} "

@@ -223,7 +223,7 @@ def _calibration_line(calibration: dict) -> str:
         return f"Scores: raw softmax, not calibrated; validation ECE {before['ece']:.4f}."
     from plmcli.calibration import Calibrator
 
-    used = Calibrator(calibration["temperature"], calibration["top_score_map"]).phrase()
+    used = Calibrator.of(calibration).phrase()
     return (
         f"Scores: calibrated with {used}; validation ECE {before['ece']:.4f} "
         f"-> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f} (measured on the rows it was fitted "
