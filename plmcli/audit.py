@@ -27,7 +27,8 @@ from plmcli import checkpoints, console, data, reporting
 from plmcli.config import AuditConfig, FinetuneConfig, resume_settings
 from plmcli.errors import RUNTIME_FAILURE, Interrupted, PlmError
 from plmcli.outputs import check_output_dir, check_output_file, claimed, staged_dir, staged_file, writing
-from plmcli.run import Built, Finished, execute
+from plmcli.run import execute
+from plmcli.tasks.base import Built, Finished
 from plmcli.tasks.classification import ClassificationTask
 
 FOLD_RESULT = "out_of_fold.json"  # what a finished fold keeps: its rows and their logits

@@ -18,6 +18,7 @@ Figures: expected calibration error (ECE: 15 equal-width bins of the top score, 
 mean score and accuracy in each, weighted by the bin's share of rows), NLL and the Brier score.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -213,13 +214,26 @@ def threshold_for(probabilities: np.ndarray, labels: np.ndarray, target: float) 
     if not len(reaching):
         return None
     last = int(reaching[-1])
+    below = float(confidence[last + 1]) if last + 1 < len(confidence) else -1.0  # the first row left out
     return {
         "target_accuracy": target,
-        "min_score": round(float(confidence[last]), 4),
+        "min_score": _short_threshold(float(confidence[last]), below),
         "coverage": round((last + 1) / len(confidence), 4),
         "rows": last + 1,
         "accuracy": round(float(accuracy[last]), 4),
     }
+
+
+def _short_threshold(lowest_answered: float, highest_left_out: float) -> float:
+    """The shortest decimal at or below ``lowest_answered`` and above ``highest_left_out``: a --min-score to type.
+
+    Rounded to the nearest, a threshold can land above the lowest answered score and leave that row out.
+    """
+    for digits in range(2, 9):
+        value = math.floor(lowest_answered * 10**digits) / 10**digits
+        if value > highest_left_out:
+            return value
+    return lowest_answered
 
 
 def ranked(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,8 @@ LONG_TEXTS = ("truncate", "sliding")
 SINGLE_LABEL_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
 MULTI_LABEL_METRICS = ("macro_f1", "micro_f1", "loss")
 REGRESSION_METRICS = ("rmse", "pearson", "spearman", "mae", "r2", "loss")
-TASKS = ("classification", "regression")
+TOKEN_METRICS = ("f1", "macro_f1", "accuracy", "loss")  # entity F1 (micro, strict IOB2), its macro mean, word accuracy
+TASKS = ("classification", "regression", "token-classification")
 SIZES = ("tiny", "mini", "small", "base")
 TRACKERS = ("none", "tensorboard", "mlflow", "wandb")
 # Fields that say where a run reads and writes and how it is driven, not what it trains: a --resume
@@ -139,8 +140,9 @@ class FinetuneConfig:
     calibration: str = "temperature"  # single-label scores: temperature scaling fitted on validation; beta; none
     early_stopping: Optional[int] = None  # stop after this many evaluations (epochs) without improving `metric`
     metric: Optional[str] = None  # what picks the best model under early stopping; None: macro_f1, or rmse
-    task: str = "classification"  # or regression: a numeric target, standardised for training
+    task: str = "classification"  # or regression (a numeric target), or token-classification (a tag per word)
     max_length: int = 128  # tokens per text, [CLS] and [SEP] included
+    stride: Optional[int] = None  # token classification: tokens two windows of a long sentence share; None: 1/4
     epochs: float = 3.0
     batch_size: int = 32  # examples per step per device
     lr: Optional[float] = None  # peak AdamW learning rate; None: by encoder width (see default_learning_rate)
@@ -169,6 +171,7 @@ class FinetuneConfig:
             ("--max-train-samples", self.max_train_samples),
             ("--early-stopping", self.early_stopping),
             ("--save-steps", self.save_steps),
+            ("--stride", self.stride),
         ):
             _check_positive(name, value)
         _check_resume(self.resume, self.overwrite, self.allow_changed_settings)
@@ -187,8 +190,17 @@ class FinetuneConfig:
         _check_choice("--task", self.task, TASKS)
         check_encoding(self.encoding)
         if self.metric is None:
-            self.metric = "rmse" if self.task == "regression" else "macro_f1"
-        if self.task == "regression":
+            self.metric = {"regression": "rmse", "token-classification": "f1"}.get(self.task, "macro_f1")
+        if self.task == "token-classification":
+            if self.multi_label or self.text_pair_column:
+                what = "--multi-label" if self.multi_label else "--text-pair-column"
+                raise PlmError(f"{what} is for sentence classification; token classification gives a tag per word.")
+            _check_choice("--metric with --task token-classification", self.metric, TOKEN_METRICS)
+            if self.stride is not None and self.stride > self.max_length // 2:
+                raise PlmError(f"--stride must be at most half of --max-length ({self.max_length // 2}).")
+        elif self.stride is not None:
+            raise PlmError("--stride goes with --task token-classification (windows over long sentences).")
+        elif self.task == "regression":
             if self.multi_label:
                 raise PlmError("--multi-label is for classification; a regression target is one number per row.")
             _check_choice("--metric with --task regression", self.metric, REGRESSION_METRICS)
@@ -382,9 +394,11 @@ class CheckConfig:
     max_length: int = 128  # report the share of texts longer than this
     format: str = "table"
     encoding: str = "utf-8"  # of the data files
+    task: str = "classification"  # what the data trains (a CoNLL file is token-classification data whatever it says)
 
     def __post_init__(self) -> None:
         _expand_paths(self)
+        _check_choice("--task", self.task, TASKS)
         _check_positive("--max-length", self.max_length)
         _check_choice("--format", self.format, ("table", "json"))
         check_encoding(self.encoding)

@@ -35,26 +35,30 @@ class EvaluationResult:
 
 
 def evaluate(config: EvaluateConfig) -> EvaluationResult:
-    """Score the model of ``config`` on its labelled data and write the report directory."""
+    """Score the model of ``config`` on its labelled data, as its task does, and write the report directory."""
+    from plmcli.tasks import use_of
+
+    use = use_of(config.model, config.allow_pickle)  # a missing or broken model is said before anything else
     output = check_output_dir(
         config.output or str(Path(config.model) / "eval"),
         config.overwrite,
         (config.data, config.model),  # never the model directory itself
     )
     with claimed(output) as claim:  # no other plm run writes this report until this one ends
-        return _evaluate(config, claim)
+        return use.evaluate(config, claim)
 
 
-def _evaluate(config: EvaluateConfig, claim: Claim) -> EvaluationResult:
+def evaluate_sequences(config: EvaluateConfig, claim: Claim) -> EvaluationResult:
+    """evaluate for a sentence classifier or regressor."""
     frame = data.read_table(config.data, config.encoding)
     classifier = load_for_inference(config)
-    saved = classifier.trained_with
+    saved = classifier.settings
     columns = data.detect_columns(
         frame,
         config.data,
-        config.text_column or _present(saved.get("text_column"), frame),
-        config.label_column or _present(saved.get("label_column"), frame),
-        pair_column=config.text_pair_column or saved.get("text_pair_column"),
+        config.text_column or _present(saved.text_column, frame),
+        config.label_column or _present(saved.label_column, frame),
+        pair_column=config.text_pair_column or saved.text_pair_column,
     )
     separator = classifier.separator if classifier.multi_label else None
     rows = data.labelled_rows(frame, columns, separator, config.data, config.encoding, config.drop_invalid)

@@ -16,20 +16,33 @@ import numpy as np
 from plmcli import console, modeling, speed
 from plmcli.config import FillMaskConfig
 from plmcli.errors import RUNTIME_FAILURE, PlmError
+from plmcli.settings import MULTI_LABEL, REGRESSION, ModelSettings
 
 
 def batched_logits(
-    input_ids, token_type_ids, tokenizer, model, batch_size: int, device: str, precision: str, progress=None
-) -> np.ndarray:
+    input_ids,
+    token_type_ids,
+    tokenizer,
+    model,
+    batch_size: int,
+    device: str,
+    precision: str,
+    progress=None,
+    per_token: bool = False,
+):
     """The model's logits (examples, labels) for tokenised examples, in input order, batched longest first.
 
     ``input_ids`` (and ``token_type_ids``) index like lists of sequences (a list of lists, or Packed);
-    ``progress``, if given, is called with the number of examples of each batch done.
+    ``progress``, if given, is called with the number of examples of each batch done. With
+    ``per_token`` (a token classifier), a list of one (tokens, labels) array per example instead.
     """
     import torch
 
     order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]), reverse=True)
-    logits = np.zeros((len(input_ids), model.config.num_labels), dtype=np.float32)
+    if per_token:
+        logits = [None] * len(input_ids)
+    else:
+        logits = np.zeros((len(input_ids), model.config.num_labels), dtype=np.float32)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     model.to(device)
     with torch.inference_mode(), torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
@@ -48,7 +61,12 @@ def batched_logits(
             inputs = {"input_ids": ids, "attention_mask": mask}
             if token_type_ids is not None:
                 inputs["token_type_ids"] = types
-            logits[batch] = model(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu().numpy()
+            outputs = model(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu().numpy()
+            if per_token:
+                for row, index in enumerate(batch):
+                    logits[index] = outputs[row, : len(input_ids[index])]
+            else:
+                logits[batch] = outputs
             if progress is not None:
                 progress(len(batch))
     return logits
@@ -179,21 +197,21 @@ class Classifier:
         return [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
     @property
-    def trained_with(self) -> dict:
-        """What plm finetune recorded: text_column, text_pair_column, label_column, multi_label, thresholds, ..."""
-        return getattr(self.model.config, "plm", None) or {}
+    def settings(self) -> ModelSettings:
+        """What plm finetune recorded: the task, columns, thresholds, calibration, target scale, ..."""
+        return ModelSettings.of(self.model.config)
 
     @property
     def multi_label(self) -> bool:
-        return self.model.config.problem_type == "multi_label_classification"
+        return self.settings.task == MULTI_LABEL
 
     @property
     def regression(self) -> bool:
-        return self.model.config.problem_type == "regression"
+        return self.settings.task == REGRESSION
 
     def values(self, outputs: np.ndarray) -> np.ndarray:
         """A regression model's outputs (texts, 1) in the target's units, with the scale plm finetune saved."""
-        scale = self.trained_with.get("target_scale") or {"mean": 0.0, "std": 1.0}
+        scale = self.settings.target_scale or {"mean": 0.0, "std": 1.0}
         return outputs[:, 0].astype(np.float64) * float(scale["std"]) + float(scale["mean"])
 
     @property
@@ -201,17 +219,17 @@ class Classifier:
         """What turns a single-label model's logits into its scores (plm finetune's calibration)."""
         from plmcli.calibration import Calibrator
 
-        return Calibrator.of(self.trained_with)
+        return Calibrator.of(self.settings.to_dict())
 
     @property
     def thresholds(self) -> np.ndarray:
         """Each label's decision threshold (multi-label): tuned by plm finetune, else 0.5."""
-        saved = self.trained_with.get("thresholds")
+        saved = self.settings.thresholds
         return np.asarray(saved if saved and len(saved) == len(self.label_names) else [0.5] * len(self.label_names))
 
     @property
     def separator(self) -> str:
-        return self.trained_with.get("label_separator", "|")
+        return self.settings.label_separator
 
     def __call__(self, texts: list[str], batch_size: int, pairs: Optional[list[str]] = None) -> tuple[np.ndarray, int]:
         """Probabilities (texts, labels) in input order and the count of long texts, which is also said."""
@@ -303,9 +321,10 @@ def load_for_inference(config, plain_bert: bool = False) -> Classifier:
 
     if not isinstance(model, bert.Classifier):  # plmcli.bert's model computes [CLS] alone by itself
         speed.adapt(model, training=False, cpu=device == "cpu")
-    precision = modeling.inference_precision(config.precision, device, getattr(model.config, "plm", None))
+    settings = ModelSettings.of(model.config)
+    precision = modeling.inference_precision(config.precision, device, settings.to_dict())
     limit = modeling.model_limit(tokenizer, model)
-    max_length = min(getattr(config, "max_length", None) or limit, limit)
+    max_length = min(getattr(config, "max_length", None) or settings.max_length or limit, limit)
     return Classifier(tokenizer, model, device, precision, max_length, sliding, config.model)
 
 

@@ -5,8 +5,11 @@
 with no network and no scikit-learn. One pass yields accuracy, macro and weighted F1,
 per-class precision/recall/F1/support and the confusion matrix; for multi-label data, micro and
 macro F1, subset accuracy and per-label figures, with each label's decision threshold; for a
-numeric target, MSE, RMSE, MAE, Pearson and Spearman correlation and R².
+numeric target, MSE, RMSE, MAE, Pearson and Spearman correlation and R²; for tagged words,
+entity precision, recall and F1 per type (seqeval, an optional extra, in strict IOB2 mode).
 """
+
+import warnings
 
 import datasets
 import evaluate
@@ -229,3 +232,54 @@ def trainer_regression_metrics(mean: float, std: float):
         return regression_report(predicted, true)
 
     return compute_metrics
+
+
+class EntityMetric(evaluate.Metric):
+    """Entity-level precision, recall and F1 per type (seqeval, strict IOB2: an entity counts only when whole)."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return _metric_info(
+            "Entity precision, recall and F1 per type, micro and macro (seqeval, strict IOB2), token accuracy.",
+            "predictions and references: one list of IOB2 tags per sentence.",
+            datasets.Sequence(datasets.Value("string")),
+        )
+
+    def _compute(self, predictions, references) -> dict:
+        try:
+            from seqeval.metrics import classification_report as seqeval_report
+            from seqeval.scheme import IOB2
+        except ImportError:
+            from plmcli.errors import PlmError
+
+            raise PlmError("entity scores need seqeval: pip install 'plm[ner]'.") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # seqeval warns of types with no entity predicted
+            table = seqeval_report(
+                references, predictions, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
+            )
+        per_type = {
+            name: {
+                "precision": round(float(row["precision"]), 4),
+                "recall": round(float(row["recall"]), 4),
+                "f1": round(float(row["f1-score"]), 4),
+                "support": int(row["support"]),
+            }
+            for name, row in table.items()
+            if not name.endswith(" avg")
+        }
+        micro, macro = table.get("micro avg", {}), table.get("macro avg", {})
+        words = sum(len(tags) for tags in references)
+        right = sum(p == r for pred, ref in zip(predictions, references) for p, r in zip(pred, ref))
+        return {
+            "f1": round(float(micro.get("f1-score", 0.0)), 4),
+            "precision": round(float(micro.get("precision", 0.0)), 4),
+            "recall": round(float(micro.get("recall", 0.0)), 4),
+            "macro_f1": round(float(macro.get("f1-score", 0.0)), 4),
+            "accuracy": round(right / max(1, words), 4),  # of words
+            "per_type": per_type,
+        }
+
+
+def entity_report(predictions: list[list[str]], references: list[list[str]]) -> dict:
+    """EntityMetric of IOB2 tag sequences (one list a sentence) against references."""
+    return EntityMetric(keep_in_memory=True).compute(predictions=predictions, references=references)

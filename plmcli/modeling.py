@@ -214,7 +214,10 @@ def load_tokenizer(source: ModelSource):
 
 
 def load_for_classification(
-    source: ModelSource, label_names: list[str], problem_type: str = "single_label_classification"
+    source: ModelSource,
+    label_names: list[str],
+    problem_type: str = "single_label_classification",
+    tokens: bool = False,
 ):
     """A sequence classifier with a fresh head for ``label_names`` on the base model's encoder, and a note.
 
@@ -222,21 +225,24 @@ def load_for_classification(
     its own (sigmoid and BCE loss); a ``single_label_classification`` one, softmax and cross-entropy;
     a ``regression`` one has one output per name in ``label_names`` and an MSE loss.
 
+    With ``tokens``, a token classifier (a label per token, ``problem_type`` unused) instead.
+
     The note (None when there is nothing to say) names weights besides the classification head
     that start fresh, such as the pooler of a model saved by `plm pretrain`.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     id2label = dict(enumerate(label_names))
+    auto = AutoModelForTokenClassification if tokens else AutoModelForSequenceClassification
     model, info = _load(
-        AutoModelForSequenceClassification.from_pretrained,
+        auto.from_pretrained,
         source,
         "model",
         num_labels=len(label_names),
         id2label=id2label,
         label2id={name: i for i, name in id2label.items()},
-        problem_type=problem_type,
+        **({} if tokens else {"problem_type": problem_type}),
         ignore_mismatched_sizes=True,  # a classifier fine-tuned on other labels gets a new head
         output_loading_info=True,
         dtype=torch.float32,  # trained weights stay float32 (see load_for_pretraining)
@@ -375,19 +381,36 @@ def has_label_names(config: dict) -> bool:
     return bool(id2label) and not all(re.fullmatch(r"LABEL_\d+", str(v)) for v in id2label.values())
 
 
-def load_classifier(model: str, allow_pickle: bool = False, plain_bert: bool = False):
-    """A fine-tuned classifier and its tokenizer for inference; anything else is refused with one line.
+def model_settings(model: str, allow_pickle: bool = False):
+    """The ModelSettings of a fine-tuned model (plmcli.settings), read from its config before anything loads."""
+    from plmcli.settings import ModelSettings
 
-    With ``plain_bert``, a standard BERT classifier directory is read by plmcli.bert, without
-    importing transformers' model code; any other model still loads through transformers.
-    """
     if model == DEFAULT_CLASSIFIER and not Path(DEFAULT_CLASSIFIER).exists():
         raise PlmError(f"no model at {DEFAULT_CLASSIFIER}; train one with `plm finetune DATA`, or pass --model.")
     source = resolve(model, allow_pickle)
     if source.local:
+        return ModelSettings.of(read_config(source.location))
+    quiet_libraries()
+    from transformers import AutoConfig
+
+    return ModelSettings.of(_load(AutoConfig.from_pretrained, source, "model configuration"))
+
+
+def load_classifier(model: str, allow_pickle: bool = False, plain_bert: bool = False, tokens: bool = False):
+    """A fine-tuned classifier and its tokenizer for inference; anything else is refused with one line.
+
+    With ``plain_bert``, a standard BERT classifier directory is read by plmcli.bert, without
+    importing transformers' model code; any other model still loads through transformers. With
+    ``tokens``, a token classifier (a label per word) instead of a sequence classifier.
+    """
+    if model == DEFAULT_CLASSIFIER and not Path(DEFAULT_CLASSIFIER).exists():
+        raise PlmError(f"no model at {DEFAULT_CLASSIFIER}; train one with `plm finetune DATA`, or pass --model.")
+    source = resolve(model, allow_pickle)
+    head = "ForTokenClassification" if tokens else "ForSequenceClassification"
+    if source.local:
         config = read_config(source.location)
         architectures = config.get("architectures") or []
-        if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        if not any(a.endswith(head) for a in architectures):
             kind = ", ".join(architectures) or "an unknown architecture"
             raise PlmError(
                 f"{model} is not a text classifier (it is {kind}); "
@@ -405,17 +428,18 @@ def load_classifier(model: str, allow_pickle: bool = False, plain_bert: bool = F
                 f"{outputs} outputs; the model directory is broken.",
                 RUNTIME_FAILURE,
             )
-        if plain_bert:
+        if plain_bert and not tokens:
             from plmcli import bert
 
             loaded = bert.load(source.location)
             if loaded is not None:
                 return loaded
     quiet_libraries()
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     tokenizer = load_tokenizer(source)
-    classifier = _load(AutoModelForSequenceClassification.from_pretrained, source, "model")
+    auto = AutoModelForTokenClassification if tokens else AutoModelForSequenceClassification
+    classifier = _load(auto.from_pretrained, source, "model")
     if not source.local and not has_label_names(classifier.config.to_dict()):
         raise PlmError(f"{model} has no label names in its config (only LABEL_0, LABEL_1, ...).")
     classifier.eval()

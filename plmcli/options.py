@@ -44,6 +44,7 @@ class Tracker(str, Enum):
 
 
 class Metric(str, Enum):
+    f1 = "f1"
     macro_f1 = "macro_f1"
     micro_f1 = "micro_f1"
     weighted_f1 = "weighted_f1"
@@ -59,6 +60,7 @@ class Metric(str, Enum):
 class Task(str, Enum):
     classification = "classification"
     regression = "regression"
+    token_classification = "token-classification"
 
 
 class LongTexts(str, Enum):

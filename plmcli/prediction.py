@@ -43,7 +43,14 @@ class PredictResult:
 
 
 def predict(config: PredictConfig, write: Optional[Callable[[str], None]] = None) -> PredictResult:
-    """Classify the texts of ``config`` and write their rows a chunk at a time.
+    """Predict with the model of ``config`` as its task does (plmcli.tasks); sentence models: ``predict_texts``."""
+    from plmcli.tasks import use_of
+
+    return use_of(config.model, config.allow_pickle).predict(config, write)
+
+
+def predict_texts(config: PredictConfig, write: Optional[Callable[[str], None]] = None) -> PredictResult:
+    """Classify (or score) the texts of ``config`` and write their rows a chunk at a time.
 
     With --output the rows go to a staged file; else, with ``write`` (the CLI's stdout), CSV, JSON
     and JSON lines go there as they come. A table, or a call without either, keeps every row in
@@ -51,7 +58,7 @@ def predict(config: PredictConfig, write: Optional[Callable[[str], None]] = None
     """
     inputs = (config.model, *([config.file] if config.file else []))  # never written, --overwrite or not
     output = check_output_file(config.output, config.overwrite, inputs) if config.output else None
-    output_format = _output_format(config)
+    chosen_format = output_format(config)
     review = check_output_file(config.review_file, config.overwrite, inputs) if config.review_file else None
     review_format = _review_format(config.review_file) if review else None
     if config.file is not None:
@@ -59,18 +66,18 @@ def predict(config: PredictConfig, write: Optional[Callable[[str], None]] = None
 
         data.check_readable(config.file)  # a missing file is said before the model loads
     classifier = load_for_inference(config, plain_bert=True)
-    pair_column = config.text_pair_column or classifier.trained_with.get("text_pair_column")
-    texts, pairs, table, text_column = read_inputs(config, classifier, pair_column)
+    pair_column = config.text_pair_column or classifier.settings.text_pair_column
+    texts, pairs, table, text_column = read_inputs(config, classifier.settings, pair_column)
     layout = Layout.of(config, classifier, table, text_column, pair_column)
-    streamed = output_format != "table" and (output is not None or write is not None)
+    streamed = chosen_format != "table" and (output is not None or write is not None)
     started = time.perf_counter()
     with _progress(len(texts)) as advance:
         outputs, long_texts = classifier.scores(texts, config.batch_size, pairs, advance)
     elapsed = time.perf_counter() - started
     classifier.say_long(long_texts, len(texts), pairs is not None)
     kept, empty, abstained = [], 0, 0
-    with _destination(output, config.overwrite, write) as sink, _destination(review, config.overwrite) as to_review:
-        writer = ChunkWriter(sink, output_format, layout.columns) if streamed else None
+    with destination(output, config.overwrite, write) as sink, destination(review, config.overwrite) as to_review:
+        writer = ChunkWriter(sink, chosen_format, layout.columns) if streamed else None
         reviewer = ChunkWriter(to_review, review_format, layout.columns) if review else None
         for start in range(0, len(texts), CHUNK):  # rows are made and written a chunk at a time
             end = min(start + CHUNK, len(texts))
@@ -91,7 +98,7 @@ def predict(config: PredictConfig, write: Optional[Callable[[str], None]] = None
         if writer is None and output is not None:
             from plmcli.formats import render
 
-            sink(render(kept, layout.columns, layout.shown, output_format))
+            sink(render(kept, layout.columns, layout.shown, chosen_format))
     if empty:
         what = "value" if classifier.regression else "label"
         console.warn(f"{empty} of {len(texts)} rows have an empty text; they get no {what}.")
@@ -102,7 +109,7 @@ def predict(config: PredictConfig, write: Optional[Callable[[str], None]] = None
             + (f"; they are also in {review}." if review else ".")
         )
     rate = len(texts) / max(elapsed, 1e-9)
-    return PredictResult(kept, layout.columns, layout.shown, output_format, output, rate, len(texts))
+    return PredictResult(kept, layout.columns, layout.shown, chosen_format, output, rate, len(texts))
 
 
 @contextmanager
@@ -117,7 +124,7 @@ def _progress(total: int) -> Iterator[Callable[[int], object]]:
 
 
 @contextmanager
-def _destination(output: Optional[Path], overwrite: bool, write: Optional[Callable[[str], None]] = None):
+def destination(output: Optional[Path], overwrite: bool, write: Optional[Callable[[str], None]] = None):
     """Where the text goes: a staged file published when the block ends (see outputs.staged_file), or ``write``."""
     if output is None:
         yield write
@@ -126,26 +133,25 @@ def _destination(output: Optional[Path], overwrite: bool, write: Optional[Callab
         yield stream.write
 
 
-def read_inputs(config, classifier: Classifier, pair_column: Optional[str]):
-    """The texts (and pairs) to classify from config.texts or config.file, with the table they came from.
+def read_inputs(config, settings, pair_column: Optional[str]):
+    """The texts (and pairs) to predict from config.texts or config.file, with the table they came from.
 
-    Columns: those given, else the ones the model was trained on when the file has them, else detected.
-    Returns (texts, pairs or None, table or None, text column or None).
+    Columns: those given, else the ones the model was trained on (``settings``, its ModelSettings)
+    when the file has them, else detected. Returns (texts, pairs or None, table or None, text column or None).
     """
-    saved = classifier.trained_with
     if config.file is None:
         if pair_column:
             raise PlmError(
-                f"{config.model} classifies text pairs (columns '{saved.get('text_column')}' and '{pair_column}'); "
+                f"{config.model} classifies text pairs (columns '{settings.text_column}' and '{pair_column}'); "
                 "give them in a table with --file."
             )
         return list(config.texts), None, None, None
     from plmcli import data  # pandas: only when reading a file
 
-    return data.read_texts(config.file, config.text_column, pair_column, saved.get("text_column"), config.encoding)
+    return data.read_texts(config.file, config.text_column, pair_column, settings.text_column, config.encoding)
 
 
-def _output_format(config: PredictConfig) -> str:
+def output_format(config: PredictConfig) -> str:
     if config.format is not None:
         return config.format
     if config.output is not None:

@@ -463,6 +463,23 @@ def plot_confusion_matrix(
         plt.close(figure)
 
 
+def plot_entity_errors(path: Path, report: dict, title: str) -> None:
+    """A token classifier's entity F1 per type and its errors by kind (an entity report's), side by side."""
+    with _pyplot() as plt:
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        types = list(report["per_type"])
+        left.barh([_short(name) for name in types], [report["per_type"][name]["f1"] for name in types])
+        left.set_xlim(0, 1)
+        left.set_xlabel("entity F1 (strict)")
+        kinds = ["wrong_type", "wrong_boundary", "missed", "spurious"]
+        right.barh([kind.replace("_", " ") for kind in kinds], [report["errors"][kind] for kind in kinds], color="C3")
+        right.set_xlabel("entities")
+        figure.suptitle(title if len(title) <= 70 else "..." + title[-67:], fontsize=10)
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+
+
 def plot_loss_curve(
     path: Path,
     log_history: list[dict],

@@ -16,41 +16,11 @@ tells predict, and its model card. The run does what every task shares, in this 
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from plmcli import checkpoints, console, memory, modeling, reporting, speed
 from plmcli.config import resume_settings
 from plmcli.outputs import LOGS, Claim, check_output_dir, claimed, staged_dir, writing
-
-
-@dataclass
-class Built:
-    """What a task built for the Trainer, and what it decided on the way."""
-
-    model: object
-    tokenizer: object
-    train_set: object  # datasets.Dataset
-    collator: object
-    lr: float  # the peak learning rate: the user's, or the default for the model's width
-    max_length: int  # tokens per example, at most the model's limit
-    base_name: str  # the base model as the user reads it
-    lineage: list[str]  # the runs that made the base model, oldest first
-    resolved: dict = field(default_factory=dict)  # settings decided from the config, compared on --resume
-    eval_set: object = None
-    compute_metrics: object = None
-    compute_loss_func: object = None
-    callbacks: list = field(default_factory=list)
-    arguments: dict = field(default_factory=dict)  # the task's own TrainingArguments (evaluation, sampling, ...)
-
-
-@dataclass
-class Finished:
-    """What a task measured after training."""
-
-    metrics: dict  # the task's part of metrics.json
-    timing: dict  # runtime and throughput (manifest.json and the summary, never metrics.json)
-    model_settings: Optional[dict] = None  # config.json's ``plm`` section: how predict reads data for the model
-    resolved: dict = field(default_factory=dict)  # the task's part of manifest.json's "resolved"
+from plmcli.tasks.base import Built, Finished, Task
 
 
 @dataclass
@@ -61,52 +31,6 @@ class RunResult:
     metrics: dict  # metrics.json's content: the same for the same seed and data
     timing: dict
     notes: list[str] = field(default_factory=list)  # what the summary should point out
-
-
-class Task:
-    """What a kind of training run supplies to ``execute``; each method is one step of the run."""
-
-    lineage_step = "train"  # how the run is named in the model's lineage
-
-    def __init__(self, config) -> None:
-        self.config = config
-        self.notes: list[str] = []  # what the summary should point out
-        self.callbacks: list = []  # Trainer callbacks of whoever runs the task (plm tune's pruning)
-
-    def source(self) -> Optional[modeling.ModelSource]:
-        """The base model (None: a model built from scratch)."""
-        return modeling.resolve(self.config.model, self.config.allow_pickle)
-
-    def inputs(self) -> tuple[str, ...]:
-        """The files the run reads: never replaced by --overwrite, recorded with their sha256."""
-        raise NotImplementedError
-
-    def read(self) -> None:
-        """Read and check the data, before any model is loaded."""
-        raise NotImplementedError
-
-    def input_files(self) -> list[str]:
-        """The files read, for manifest.json (a directory or glob given as input is resolved by the task)."""
-        return [path for path in self.inputs() if path and path != "-"]
-
-    def build(self, source, device: str, precision: str, resume_from: Optional[Path]) -> Built:
-        raise NotImplementedError
-
-    def before_training(self, built: Built, device: str, precision: str, resumed_state: Optional[dict]) -> dict:
-        """What to measure before training; returns the state kept in each checkpoint for a resume."""
-        return {}
-
-    def finish(self, trainer, train_output, built: Built, device: str, precision: str) -> Finished:
-        raise NotImplementedError
-
-    def write(self, staging: Path, trainer, built: Built, metrics: dict, timing: dict) -> None:
-        """The model card and plots, beside the weights and metrics.json."""
-        raise NotImplementedError
-
-    def save_model(self, staging: Path, model, tokenizer) -> None:
-        """The weights, config and tokenizer (a task whose model is only a means, like an audit fold, keeps none)."""
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
 
 
 def execute(task: Task) -> RunResult:

@@ -107,6 +107,7 @@ class _State:
     """What the app knows: the model once loaded and warm, and why loading failed if it did."""
 
     classifier: object = None
+    use: object = None  # the model's task's use side (plmcli.tasks.base.Use)
     batcher: Optional[Batcher] = None
     ready: bool = False
     failure: Optional[BaseException] = None
@@ -172,15 +173,21 @@ def create_app(config: ServeConfig, load: Optional[Callable[[], object]] = None)
 
     state = _State()
     if load is None:
-        from plmcli.inference import load_for_inference
+        from plmcli.tasks import use_of
 
         def load():
-            return load_for_inference(config, plain_bert=True)
+            use = use_of(config.model, config.allow_pickle)
+            state.use = use
+            return use.load(config)
 
     async def start() -> None:
         try:
             classifier = await asyncio.to_thread(load)
-            pair = [WARM_UP] if classifier.trained_with.get("text_pair_column") else None
+            if state.use is None:  # a test's own loader: the sentence models' use side
+                from plmcli.tasks import use_side
+
+                state.use = use_side(classifier.settings.task)
+            pair = state.use.warm_up_pairs(classifier)
             started = time.perf_counter()
             await asyncio.to_thread(classifier.scores, [WARM_UP], 1, pair)
         except Exception as exc:  # a PlmError is the command's error line; anything else a bug, with traceback
@@ -243,7 +250,7 @@ def create_app(config: ServeConfig, load: Optional[Callable[[], object]] = None)
     async def metadata():
         if not state.ready:
             return error(503, "the model is loading.")
-        return describe(config, state.classifier)
+        return describe(config, state.classifier, state.use)
 
     @app.post("/predict")
     async def predict(body: PredictRequest, request: Request):
@@ -251,7 +258,7 @@ def create_app(config: ServeConfig, load: Optional[Callable[[], object]] = None)
             return error(503, "the model is loading.")
         request.state.texts = len(body.texts)
         request.state.logged = body.texts
-        problem = _check(body, state.classifier, config)
+        problem = _check(body, config) or state.use.request_problem(body, state.classifier, config)
         if problem is not None:
             return error(*problem)
         try:
@@ -265,7 +272,7 @@ def create_app(config: ServeConfig, load: Optional[Callable[[], object]] = None)
             console.error(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
             return error(500, "internal error; the server's log has one line on it.")
         request.state.batch = batch
-        return {"predictions": _predictions(state.classifier, body, outputs, config.model)}
+        return {"predictions": state.use.answers(state.classifier, body, outputs, config.model)}
 
     return app
 
@@ -276,8 +283,8 @@ def _authorised(headers: dict, key: bytes) -> bool:
     return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key)
 
 
-def _check(body, classifier, config: ServeConfig) -> Optional[tuple[int, str]]:
-    """(status, message) for a request plm cannot answer as asked, else None."""
+def _check(body, config: ServeConfig) -> Optional[tuple[int, str]]:
+    """(status, message) for a request no model can answer as asked, else None."""
     count = len(body.texts)
     if count == 0:
         return 422, "texts is empty: give at least one text."
@@ -286,7 +293,13 @@ def _check(body, classifier, config: ServeConfig) -> Optional[tuple[int, str]]:
     empty = next((i for i, text in enumerate(body.texts) if not text.strip()), None)
     if empty is not None:
         return 422, f"texts.{empty} is empty; give texts with words in them."
-    pair_column = classifier.trained_with.get("text_pair_column")
+    return None
+
+
+def sequence_request_problem(body, classifier, config: ServeConfig) -> Optional[tuple[int, str]]:
+    """(status, message) for a request a sentence classifier or regressor cannot answer as asked, else None."""
+    count = len(body.texts)
+    pair_column = classifier.settings.text_pair_column
     if pair_column and (body.text_pairs is None or len(body.text_pairs) != count):
         return 422, f"this model classifies text pairs: give text_pairs, one for each of the {count} texts."
     if not pair_column and body.text_pairs is not None:
@@ -301,7 +314,7 @@ def _check(body, classifier, config: ServeConfig) -> Optional[tuple[int, str]]:
     return None
 
 
-def _predictions(classifier, body, outputs: np.ndarray, model: str) -> list[dict]:
+def sequence_answers(classifier, body, outputs: np.ndarray, model: str) -> list[dict]:
     """The prediction fields of each text, as `plm predict --format json` writes them, and truncated: true if cut."""
     from plmcli.prediction import Layout
 
@@ -313,7 +326,7 @@ def _predictions(classifier, body, outputs: np.ndarray, model: str) -> list[dict
         model=model,
         file=None,
     )
-    layout = Layout.of(options, classifier, None, None, classifier.trained_with.get("text_pair_column"))
+    layout = Layout.of(options, classifier, None, None, classifier.settings.text_pair_column)
     rows, _ = layout.rows(outputs, body.texts, body.text_pairs, None)
     truncated = classifier.truncated(body.texts, body.text_pairs)
     return [
@@ -322,23 +335,14 @@ def _predictions(classifier, body, outputs: np.ndarray, model: str) -> list[dict
     ]
 
 
-def describe(config: ServeConfig, classifier) -> dict:
+def describe(config: ServeConfig, classifier, use) -> dict:
     """GET /metadata: what the model is, how it reads texts, and what made it."""
     directory = Path(config.model)
     metrics = _json(directory / "metrics.json")
     manifest = _json(directory / "manifest.json")
-    task = "regression" if classifier.regression else "multi-label" if classifier.multi_label else "single-label"
     return {
         "model": config.model,
-        "task": task,
-        "labels": None if classifier.regression else classifier.label_names,
-        "thresholds": classifier.thresholds.tolist() if classifier.multi_label else None,
-        **(
-            dict.fromkeys(("temperature", "top_score_map"))
-            if classifier.regression or classifier.multi_label
-            else classifier.calibrator.describe()
-        ),
-        "text_pair_column": classifier.trained_with.get("text_pair_column"),
+        **use.describe(classifier),
         "max_length": classifier.max_length,
         "device": classifier.device,
         "precision": classifier.precision,
@@ -351,6 +355,22 @@ def describe(config: ServeConfig, classifier) -> dict:
             "max_body_bytes": config.max_body_bytes,
             "timeout_seconds": config.timeout,
         },
+    }
+
+
+def describe_sequences(classifier) -> dict:
+    """A sentence classifier's or regressor's part of GET /metadata."""
+    settings = classifier.settings
+    return {
+        "task": settings.task,
+        "labels": None if classifier.regression else classifier.label_names,
+        "thresholds": classifier.thresholds.tolist() if classifier.multi_label else None,
+        **(
+            classifier.calibrator.describe()
+            if settings.calibrated
+            else dict.fromkeys(("temperature", "top_score_map"))
+        ),
+        "text_pair_column": classifier.settings.text_pair_column,
     }
 
 

@@ -19,7 +19,9 @@ from plmcli import checkpoints, interrupts, memory
 from plmcli.errors import Interrupted, PlmError
 
 # The validation figures the progress bar reports after each evaluation.
-EVALUATION_FIGURES = ("accuracy", "micro_f1", "macro_f1", "weighted_f1", "subset_accuracy", "loss", "rmse", "pearson")
+EVALUATION_FIGURES = (
+    *("f1", "accuracy", "micro_f1", "macro_f1", "weighted_f1", "subset_accuracy", "loss", "rmse", "pearson"),
+)
 
 
 def progress_callback():

@@ -419,15 +419,11 @@ def _rss_mb() -> float:
 
 
 def _token_p99(task, directory: Path) -> int:
-    """The 99th percentile of the training texts' token lengths (pairs together), rounded up to a multiple of 8."""
+    """The 99th percentile of the training examples' token lengths (the task's), rounded up to a multiple of 8."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
-    labelled = task.labelled
-    texts, pairs = labelled.train_texts, labelled.train_pairs
-    encoded = tokenizer(texts, pairs, truncation=False) if pairs else tokenizer(texts, truncation=False)
-    lengths = [len(ids) for ids in encoded["input_ids"]]
-    return int(math.ceil(np.percentile(lengths, 99) / 8) * 8)
+    return int(math.ceil(np.percentile(task.token_lengths(tokenizer), 99) / 8) * 8)
 
 
 def _describe(params: dict) -> str:
@@ -437,40 +433,39 @@ def _describe(params: dict) -> str:
     return ", ".join(f"{key} {value}" for key, value in shown.items())
 
 
-def finetune_command(config: TuneConfig, params: dict) -> str:
-    """The `plm finetune` command that trains a trial's model again: the data options given, then ``params``.
+# FinetuneConfig fields a reproduce command leaves out: where the run writes and how it is driven; with no
+# --early-stopping, finetune's --metric decides nothing.
+NOT_REPRODUCED = frozenset(
+    {"data", "output", "overwrite", "resume", "allow_changed_settings", "save_steps", "report_to", "command"}
+    | {"early_stopping", "metric"}
+)
 
-    It has no --output: finetune's default, or the user's choice (the tune's own output is taken).
+
+def finetune_command(config: TuneConfig, params: dict) -> str:
+    """The `plm finetune` command that trains a trial's model again.
+
+    Derived from FinetuneConfig's fields: each that differs from finetune's default (the data options,
+    --device, --precision, ...), then the trial's ``params`` and the seed, always. It has no
+    --output: finetune's default, or the user's choice (the tune's own output is taken).
     """
+    from dataclasses import fields
+
+    from plmcli.config import FinetuneConfig
+
+    defaults = FinetuneConfig(data=config.data)
     parts = ["plm", "finetune", config.data]
-    for flag, value in (
-        ("--model", config.model),
-        ("--validation", config.validation),
-        ("--text-column", config.text_column),
-        ("--text-pair-column", config.text_pair_column),
-        ("--label-column", config.label_column),
-    ):
-        if value is not None:
-            parts += [flag, value]
-    if config.validation is None and config.validation_split != 0.1:
-        parts += ["--validation-split", f"{config.validation_split:g}"]
-    if config.multi_label:
-        parts += ["--multi-label", "--label-separator", config.label_separator]
-    if config.task != "classification":
-        parts += ["--task", config.task]
-    if config.encoding != "utf-8":
-        parts += ["--encoding", config.encoding]
-    if config.drop_invalid:
-        parts.append("--drop-invalid")
-    if config.calibration != "temperature":
-        parts += ["--calibration", config.calibration]
-    parts += ["--epochs", f"{params['epochs']:g}", "--batch-size", str(params["batch_size"])]
-    if params.get("lr") is not None:
-        parts += ["--lr", f"{params['lr']:g}"]
-    parts += ["--warmup-ratio", f"{params['warmup_ratio']:g}", "--weight-decay", f"{params['weight_decay']:g}"]
-    if "class_weights" in params:
-        parts += ["--class-weights", params["class_weights"]]
-    parts += ["--max-length", str(params["max_length"]), "--seed", str(config.seed)]
+    for item in fields(FinetuneConfig):
+        name = item.name
+        value = params[name] if name in params else getattr(config, name)
+        shown = name in params or name == "seed" or value != getattr(defaults, name)
+        if name in NOT_REPRODUCED or not shown or value is None or value is False:
+            continue
+        if (name == "validation_split" and config.validation) or (
+            name == "label_separator" and not config.multi_label
+        ):
+            continue
+        flag = "--" + name.replace("_", "-")
+        parts += [flag] if value is True else [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return shlex.join(parts)
 
 

@@ -63,13 +63,11 @@ def write_csv(path: Path, header: list[str], rows: list[tuple], delimiter: str =
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory) -> Path:
-    """A tiny random BertModel (an encoder with no head, like the bundled MiniLM) with its tokenizer."""
+def write_tiny_bert(directory: Path, words: list[str]) -> Path:
+    """A tiny random BertModel (an encoder with no head, like the bundled MiniLM) whose vocab is ``words``."""
     from transformers import BertConfig, BertModel, BertTokenizer
 
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    tokens = SPECIAL + sorted(set(POSITIVE + NEGATIVE + FILLER + ["."]))
+    tokens = SPECIAL + words
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(tokens)}, do_lower_case=True)
     tokenizer.model_max_length = 64
     config = BertConfig(
@@ -86,6 +84,12 @@ def tiny_base(tmp_path_factory) -> Path:
     BertModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """The tiny BERT with its tokenizer, for the sentiment rows."""
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), sorted(set(POSITIVE + NEGATIVE + FILLER + ["."])))
 
 
 @pytest.fixture(scope="session")

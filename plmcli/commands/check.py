@@ -4,6 +4,8 @@ Usage:
     plm check reviews.csv
     plm check ../shared/data/sst2/train.tsv --validation ../shared/data/sst2/dev.tsv
     plm check tickets.jsonl --max-length 256 --format json
+    plm check ../shared/data/conll2003/train.txt
+    plm check sentences.jsonl --task token-classification
 """
 
 import json
@@ -18,6 +20,7 @@ from plmcli.options import (
     LabelColumnOption,
     LabelledDataArgument,
     MaxLengthOption,
+    Task,
     TextColumnOption,
     TextPairColumnOption,
 )
@@ -42,6 +45,13 @@ def check(
     max_length: MaxLengthOption = 128,
     format: Annotated[str, typer.Option(help="table or json.", case_sensitive=False)] = "table",
     encoding: EncodingOption = "utf-8",
+    task: Annotated[
+        Task,
+        typer.Option(
+            help="What the data trains: a CoNLL file is read as token-classification data whatever this says.",
+            case_sensitive=False,
+        ),
+    ] = Task.classification,
 ) -> None:
     """Check labelled data: labels, imbalance, empty, duplicate and conflicting rows, overlap, lengths."""
     config = CheckConfig(
@@ -56,16 +66,17 @@ def check(
         max_length=max_length,
         format=format.lower(),
         encoding=encoding,
+        task=task.value,
     )
-    from plmcli.checking import check as run_check
     from plmcli.checking import findings
+    from plmcli.tasks import use_of_data
 
-    report = run_check(config)
-    console.out(
-        json.dumps(report, indent=2, ensure_ascii=False)
-        if config.format == "json"
-        else summary(report, findings(report))
-    )
+    use = use_of_data(config.data, config.task)
+    report = use.check(config)
+    if config.format == "json":
+        console.out(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        console.out(use.check_summary(report) or summary(report, findings(report)))
 
 
 def summary(report: dict, notes: list[str]) -> str:

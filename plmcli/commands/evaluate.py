@@ -91,6 +91,11 @@ def evaluate(
 def summary(result) -> str:
     """Metrics, per-class figures, the confusion matrix and the most confident mistakes, on one screen."""
     metrics = result.metrics
+    from plmcli.tasks import use_side
+
+    own = use_side(metrics["task"]).evaluate_summary(result)
+    if own is not None:
+        return own
     if metrics["task"] == "regression":
         return regression_summary(result)
     names = list(metrics["per_class"])

@@ -7,6 +7,7 @@ Usage:
     plm finetune pairs.csv --text-column question --text-pair-column answer
     plm finetune news.csv --multi-label --label-separator ';' --epochs 20 --early-stopping 3
     plm finetune essays.csv --task regression --label-column score --early-stopping 2 --metric pearson
+    plm finetune ../shared/data/conll2003/train.txt --task token-classification --validation valid.txt
 """
 
 import shlex
@@ -82,7 +83,8 @@ def finetune(
         Optional[Metric],
         typer.Option(
             help="What picks the best model for --early-stopping (micro_f1 with --multi-label only; rmse, pearson, "
-            "spearman, mae, r2 with --task regression). [default: macro_f1; rmse for --task regression]",
+            "spearman, mae, r2 with --task regression; f1 (entities), macro_f1, accuracy with --task "
+            "token-classification). [default: macro_f1; rmse for regression; f1 for token-classification]",
             case_sensitive=False,
         ),
     ] = None,
@@ -90,11 +92,20 @@ def finetune(
         Task,
         typer.Option(
             help="classification: labels (names or numbers); regression: one number per row, like a rating or "
-            "a score (predict gives a value).",
+            "a score (predict gives a value); token-classification: a tag per word, like named entities, from "
+            "CoNLL files or token and tag lists (predict gives entities).",
             case_sensitive=False,
         ),
     ] = Task.classification,
     max_length: MaxLengthOption = 128,
+    stride: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="--task token-classification: tokens that two windows of a sentence longer than --max-length "
+            "share. [default: a quarter of --max-length]",
+        ),
+    ] = None,
     epochs: EpochsOption = 3.0,
     batch_size: BatchSizeOption = 32,
     lr: LearningRateOption = None,
@@ -137,6 +148,7 @@ def finetune(
         metric=metric.value if metric else None,
         task=task.value,
         max_length=max_length,
+        stride=stride,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -164,6 +176,11 @@ def finetune(
 def summary(result) -> str:
     """The one-screen report of a finished run: metrics, where the model is, how to use it."""
     metrics = result.metrics
+    from plmcli.tasks import use_side
+
+    own = use_side(metrics["task"]).finetune_summary(result)
+    if own is not None:
+        return own
     if metrics["task"] == "regression":
         return regression_summary(result)
     train, validation = metrics["train"], metrics["validation"]

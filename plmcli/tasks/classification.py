@@ -9,6 +9,7 @@ for imbalance, per-class metrics, tuned multi-label thresholds, a confusion matr
 predict may run the model in bf16.
 """
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
@@ -18,7 +19,8 @@ from plmcli import console, data, modeling, reporting
 from plmcli.config import default_learning_rate
 from plmcli.errors import RUNTIME_FAILURE, PlmError
 from plmcli.inference import scores
-from plmcli.run import Built, Finished, Task
+from plmcli.settings import ModelSettings
+from plmcli.tasks.base import Built, Finished, Task
 
 MULTI_LABEL_CONFUSION = " (multi-label: rows with each true label, by predicted label)"
 
@@ -105,14 +107,10 @@ class SequenceTask(Task):
             base_name=source.name,
             lineage=modeling.lineage(source),
             resolved={
-                "data_sha256": _digest(config.data),
-                "validation_sha256": _digest(config.validation) if config.validation else None,
-                "validation_split": None if config.validation else config.validation_split,
+                **self.resolved_data(source),
                 "text_column": columns.text,
                 "text_pair_column": columns.pair,
                 "label_column": columns.label,
-                "model": source.name,
-                "metric": config.metric if config.early_stopping else None,
                 **self.resolved_targets(),
             },
             compute_metrics=self.trainer_metrics(),
@@ -123,6 +121,23 @@ class SequenceTask(Task):
 
     def head_description(self) -> str:
         raise NotImplementedError
+
+    def token_lengths(self, tokenizer) -> list[int]:
+        """Each training example's length in tokens, untruncated (pairs together), for plm tune's --max-length."""
+        texts, pairs = self.labelled.train_texts, self.labelled.train_pairs
+        encoded = tokenizer(texts, pairs, truncation=False) if pairs else tokenizer(texts, truncation=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def resolved_data(self, source) -> dict:
+        """What the run read (the data files' sha256, the split, the base model, the metric), compared on --resume."""
+        config = self.config
+        return {
+            "data_sha256": _digest(config.data),
+            "validation_sha256": _digest(config.validation) if config.validation else None,
+            "validation_split": None if config.validation else config.validation_split,
+            "model": source.name,
+            "metric": config.metric if config.early_stopping else None,
+        }
 
     def resolved_targets(self) -> dict:
         """What the run decided about the targets, compared on --resume."""
@@ -172,12 +187,15 @@ class SequenceTask(Task):
         if warning:
             self.notes.append(warning)
         columns = self.labelled.columns
-        model_settings = {
-            "text_column": columns.text,
-            "text_pair_column": columns.pair,
-            "label_column": columns.label,
-            **model_settings,
-        }
+        known = {item.name for item in fields(ModelSettings)}
+        model_settings = ModelSettings(
+            task=self.task_name(),
+            text_column=columns.text,
+            text_pair_column=columns.pair,
+            label_column=columns.label,
+            max_length=built.max_length,
+            **{key: value for key, value in model_settings.items() if key in known and key != "task"},
+        ).to_dict()
         metrics = {
             "validation": {"loss": float(prediction.metrics["test_loss"]), **report},
             "train": {

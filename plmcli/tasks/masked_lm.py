@@ -17,7 +17,7 @@ from typing import Optional
 
 from plmcli import console, corpus, corpus_cache, modeling, reporting
 from plmcli.config import PretrainConfig, default_learning_rate
-from plmcli.run import Built, Finished, Task
+from plmcli.tasks.base import Built, Finished, Task
 
 
 def _learning_rate(config: PretrainConfig, hidden_size: int) -> float:

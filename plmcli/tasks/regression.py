@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from plmcli import data, reporting
-from plmcli.run import Built
+from plmcli.tasks.base import Built
 from plmcli.tasks.classification import SequenceTask
 
 
