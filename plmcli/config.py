@@ -11,15 +11,17 @@ name the user would type, so the CLI and Python callers get the same messages::
 import codecs
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 from plmcli.errors import PlmError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-FORMATS = ("table", "json", "jsonl", "csv")
+FORMATS = ("table", "json", "jsonl", "csv")  # of predict's output
+REPORT_FORMATS = ("table", "json")  # of what check, evaluate and fill-mask print
 DEFAULT_CLASSIFIER = "runs/finetune"  # where `plm finetune` writes and `plm predict` reads by default
 DEFAULT_PRETRAINED = "runs/pretrain"  # where `plm pretrain` writes and `plm fill-mask` reads by default
 OBJECTIVES = ("mlm", "mlm+nsp")
@@ -30,6 +32,10 @@ SINGLE_LABEL_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
 MULTI_LABEL_METRICS = ("macro_f1", "micro_f1", "loss")
 REGRESSION_METRICS = ("rmse", "pearson", "spearman", "mae", "r2", "loss")
 TOKEN_METRICS = ("f1", "macro_f1", "accuracy", "loss")  # entity F1 (micro, strict IOB2), its macro mean, word accuracy
+_EVERY_METRIC = dict.fromkeys(TOKEN_METRICS + SINGLE_LABEL_METRICS + MULTI_LABEL_METRICS + REGRESSION_METRICS)
+METRICS = tuple(
+    sorted(_EVERY_METRIC, key=lambda name: name == "loss")
+)  # every --metric, loss last (as --help lists them)
 TASKS = ("classification", "regression", "token-classification")
 SIZES = ("tiny", "mini", "small", "base")
 TRACKERS = ("none", "tensorboard", "mlflow", "wandb")
@@ -39,6 +45,21 @@ RUN_ONLY = frozenset(
     {"data", "validation", "corpus", "output", "overwrite", "resume", "allow_changed_settings", "save_steps"}
     | {"command", "device", "allow_pickle", "calibration", "report_to"}
 )
+
+
+def defaults(config_class) -> SimpleNamespace:
+    """The default of every field of a config dataclass, by field name: what a command's signature shows.
+
+    The dataclass is the one home of a default; ``plm finetune --help`` and ``FinetuneConfig(...)``
+    read the same value, and tune's reproduce command names only the fields that differ from it.
+    """
+    values = {}
+    for item in fields(config_class):
+        if item.default is not MISSING:
+            values[item.name] = item.default
+        elif item.default_factory is not MISSING:
+            values[item.name] = item.default_factory()
+    return SimpleNamespace(**values)
 
 
 def resume_settings(config, **resolved) -> dict:
@@ -126,7 +147,7 @@ class FinetuneConfig:
     data: str  # CSV, TSV, JSON, JSONL or Parquet with a text and a label column
     model: Optional[str] = None  # base model: None is the bundled MiniLM; else a local dir or a hub id
     allow_pickle: bool = False  # also load pickled .bin weights (read with torch's weights_only=True)
-    output: str = "runs/finetune"  # output directory
+    output: str = DEFAULT_CLASSIFIER  # output directory
     validation: Optional[str] = None  # a labelled file for validation; else a split of `data`
     validation_split: float = 0.1  # share of `data` held out (stratified) when `validation` is None
     text_column: Optional[str] = None  # None: detected
@@ -375,7 +396,7 @@ class FillMaskConfig:
             raise PlmError('nothing to fill: give a text with a mask, like "the movie was [MASK] .".')
         _check_texts(self.texts)
         _check_positive("--top-k", self.top_k)
-        _check_choice("--format", self.format, ("table", "json"))
+        _check_choice("--format", self.format, REPORT_FORMATS)
         _check_choice("--device", self.device, DEVICES)
 
 
@@ -400,7 +421,7 @@ class CheckConfig:
         _expand_paths(self)
         _check_choice("--task", self.task, TASKS)
         _check_positive("--max-length", self.max_length)
-        _check_choice("--format", self.format, ("table", "json"))
+        _check_choice("--format", self.format, REPORT_FORMATS)
         check_encoding(self.encoding)
         if self.multi_label and not self.label_separator.strip():
             raise PlmError("--label-separator must be a visible character or string, like '|' or ';'.")
@@ -436,7 +457,7 @@ class EvaluateConfig:
             _check_positive(name, value)
         check_encoding(self.encoding)
         _check_choice("--long", self.long, LONG_TEXTS)
-        _check_choice("--format", self.format, ("table", "json"))
+        _check_choice("--format", self.format, REPORT_FORMATS)
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--precision", self.precision, PRECISIONS)
 

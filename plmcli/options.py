@@ -5,67 +5,27 @@ from typing import Annotated, Optional
 
 import typer
 
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
+from plmcli import config
 
 
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
+def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum of a config's choice tuple (``mlm+nsp`` is member ``mlm_nsp``): typer's choices, named once."""
+    return Enum(name, {value.replace("-", "_").replace("+", "_"): value for value in values}, type=str)
 
 
-class ClassWeights(str, Enum):
-    auto = "auto"
-    none = "none"
-
-
-class Calibration(str, Enum):
-    temperature = "temperature"
-    beta = "beta"
-    none = "none"
-
-
-class RankBy(str, Enum):
-    self_confidence = "self_confidence"
-    normalized_margin = "normalized_margin"
-
-
-class Tracker(str, Enum):
-    none = "none"
-    tensorboard = "tensorboard"
-    mlflow = "mlflow"
-    wandb = "wandb"
-
-
-class Metric(str, Enum):
-    f1 = "f1"
-    macro_f1 = "macro_f1"
-    micro_f1 = "micro_f1"
-    weighted_f1 = "weighted_f1"
-    accuracy = "accuracy"
-    rmse = "rmse"
-    pearson = "pearson"
-    spearman = "spearman"
-    mae = "mae"
-    r2 = "r2"
-    loss = "loss"
-
-
-class Task(str, Enum):
-    classification = "classification"
-    regression = "regression"
-    token_classification = "token-classification"
-
-
-class LongTexts(str, Enum):
-    truncate = "truncate"
-    sliding = "sliding"
+Device = choices("Device", config.DEVICES)
+Precision = choices("Precision", config.PRECISIONS)
+ClassWeights = choices("ClassWeights", config.CLASS_WEIGHTS)
+Calibration = choices("Calibration", config.CALIBRATIONS)
+RankBy = choices("RankBy", config.RANKINGS)
+Tracker = choices("Tracker", config.TRACKERS)
+Metric = choices("Metric", config.METRICS)
+Task = choices("Task", config.TASKS)
+LongTexts = choices("LongTexts", config.LONG_TEXTS)
+OutputFormat = choices("OutputFormat", config.FORMATS)
+ReportFormat = choices("ReportFormat", config.REPORT_FORMATS)
+Objective = choices("Objective", config.OBJECTIVES)
+Size = choices("Size", config.SIZES)
 
 
 LongOption = Annotated[
@@ -77,13 +37,6 @@ LongOption = Annotated[
         case_sensitive=False,
     ),
 ]
-
-
-class OutputFormat(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
 
 
 DeviceOption = Annotated[

@@ -44,6 +44,35 @@ def test_finetune_defaults_match_the_config(cli, monkeypatch):
     assert received[0].command == ["plm", "finetune", "data.csv"]
 
 
+COMMANDS = ("finetune", "audit", "tune", "pretrain", "fill_mask", "check", "evaluate", "predict", "serve")
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_option_takes_its_default_from_the_config_field(name):
+    import importlib
+    import inspect
+
+    from plmcli import config
+
+    module = importlib.import_module(f"plmcli.commands.{name}")
+    config_class = getattr(config, "".join(part.title() for part in name.split("_")) + "Config")
+    field_defaults = vars(config.defaults(config_class))
+    for parameter in inspect.signature(getattr(module, name)).parameters.values():
+        if parameter.default is inspect.Parameter.empty or parameter.name == "texts":
+            continue
+        assert parameter.default is field_defaults[parameter.name], parameter.name  # the field's object, not a copy
+
+
+def test_every_choice_is_the_config_tuple():
+    from plmcli import config, options
+
+    pairs = {options.Device: config.DEVICES, options.Task: config.TASKS, options.Metric: config.METRICS}
+    pairs |= {options.Objective: config.OBJECTIVES, options.OutputFormat: config.FORMATS}
+    for enum, values in pairs.items():
+        assert tuple(member.value for member in enum) == values
+    assert options.Objective.mlm_nsp == "mlm+nsp" and options.Task.token_classification == "token-classification"
+
+
 def test_finetune_task_regression_reaches_the_config_with_its_own_default_metric(cli, monkeypatch):
     received = []
     monkeypatch.setattr("plmcli.run.finetune", lambda config: received.append(config) or _stop())

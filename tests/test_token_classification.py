@@ -197,6 +197,33 @@ def test_every_word_of_a_long_sentence_is_tagged_once():
         assert start <= first <= last <= end and sum(counts[start:end]) <= 30
 
 
+def test_the_training_loss_weighs_every_word_alike_whatever_its_batch():
+    import torch
+
+    from plmcli.tasks.token_classification import word_weighted_loss
+
+    class Model:
+        training = True
+
+    model = Model()
+    compute = word_weighted_loss(model, words_per_batch=4.0)
+    logits = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    short = torch.tensor([[1, -100, -100, -100, -100], [2, -100, -100, -100, -100]])  # 2 labelled words
+    long = torch.tensor([[0, 1, 2, -100, 1], [2, 2, 0, 1, 0]])  # 9 labelled words
+    each = torch.nn.functional.cross_entropy(logits.view(-1, 3), long.view(-1), ignore_index=-100, reduction="none")
+    assert torch.isclose(compute({"logits": logits}, long), each.sum() / 4.0)
+    # A word's share of the loss is 1/4 in either batch, not 1/2 in the short one and 1/9 in the long one.
+    logits.requires_grad_(True)
+    for labels in (short, long):
+        (gradient,) = torch.autograd.grad(compute({"logits": logits}, labels), logits)
+        assert torch.isclose(
+            gradient[0, 0].abs().sum(), (torch.softmax(logits[0, 0], -1) - torch.eye(3)[labels[0, 0]]).abs().sum() / 4
+        )
+    model.training = False  # evaluation: the plain mean over labelled words, as the model's own loss
+    mean = torch.nn.functional.cross_entropy(logits.view(-1, 3), long.view(-1), ignore_index=-100)
+    assert torch.isclose(compute({"logits": logits}, long), mean)
+
+
 def test_a_thousand_word_sentence_is_tagged_whole(cli, tagger, tmp_path):
     output, _ = tagger
     words = (["angela", "merkel", "visited", "paris", "today"] * 200)[:1000]

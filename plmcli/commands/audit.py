@@ -13,15 +13,13 @@ from typing import Annotated, Optional
 import typer
 
 from plmcli import console
-from plmcli.config import AuditConfig
+from plmcli.config import AuditConfig, defaults
 from plmcli.options import (
     AllowChangedSettingsOption,
     AllowPickleOption,
     BaseModelOption,
     BatchSizeOption,
-    ClassWeights,
     ClassWeightsOption,
-    Device,
     DeviceOption,
     DropInvalidOption,
     EncodingOption,
@@ -31,7 +29,6 @@ from plmcli.options import (
     LearningRateOption,
     MaxLengthOption,
     OverwriteOption,
-    Precision,
     PrecisionOption,
     RankBy,
     ResumeOption,
@@ -42,14 +39,16 @@ from plmcli.options import (
     TextPairColumnOption,
 )
 
+DEFAULT = defaults(AuditConfig)
+
 
 def audit(
     data: LabelledDataArgument,
-    model: BaseModelOption = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the report to.")] = "runs/audit",
+    model: BaseModelOption = DEFAULT.model,
+    output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the report to.")] = DEFAULT.output,
     folds: Annotated[
         int, typer.Option(min=2, max=20, help="Cross-validation folds, stratified by label: each trains one model.")
-    ] = 5,
+    ] = DEFAULT.folds,
     rank_by: Annotated[
         RankBy,
         typer.Option(
@@ -57,34 +56,34 @@ def audit(
             "or normalized_margin (that probability minus the highest other one).",
             case_sensitive=False,
         ),
-    ] = RankBy.self_confidence,
+    ] = DEFAULT.rank_by,
     fix_out: Annotated[
         Optional[str],
         typer.Option(
             metavar="FILE",
             help="Also write the input without the flagged rows to FILE (.csv, .tsv, .jsonl or .json), to retrain on.",
         ),
-    ] = None,
-    text_column: TextColumnOption = None,
-    text_pair_column: TextPairColumnOption = None,
-    label_column: LabelColumnOption = None,
-    class_weights: ClassWeightsOption = ClassWeights.auto,
-    max_length: MaxLengthOption = 128,
-    epochs: EpochsOption = 3.0,
-    batch_size: BatchSizeOption = 32,
-    lr: LearningRateOption = None,
-    seed: SeedOption = 42,
-    device: DeviceOption = Device.auto,
-    precision: PrecisionOption = Precision.auto,
-    overwrite: OverwriteOption = False,
-    resume: ResumeOption = False,
-    allow_changed_settings: AllowChangedSettingsOption = False,
-    save_steps: SaveStepsOption = 500,
-    encoding: EncodingOption = "utf-8",
-    drop_invalid: DropInvalidOption = False,
-    allow_pickle: AllowPickleOption = False,
-    multi_label: Annotated[bool, typer.Option("--multi-label", hidden=True)] = False,
-    task: Annotated[Task, typer.Option(hidden=True, case_sensitive=False)] = Task.classification,
+    ] = DEFAULT.fix_out,
+    text_column: TextColumnOption = DEFAULT.text_column,
+    text_pair_column: TextPairColumnOption = DEFAULT.text_pair_column,
+    label_column: LabelColumnOption = DEFAULT.label_column,
+    class_weights: ClassWeightsOption = DEFAULT.class_weights,
+    max_length: MaxLengthOption = DEFAULT.max_length,
+    epochs: EpochsOption = DEFAULT.epochs,
+    batch_size: BatchSizeOption = DEFAULT.batch_size,
+    lr: LearningRateOption = DEFAULT.lr,
+    seed: SeedOption = DEFAULT.seed,
+    device: DeviceOption = DEFAULT.device,
+    precision: PrecisionOption = DEFAULT.precision,
+    overwrite: OverwriteOption = DEFAULT.overwrite,
+    resume: ResumeOption = DEFAULT.resume,
+    allow_changed_settings: AllowChangedSettingsOption = DEFAULT.allow_changed_settings,
+    save_steps: SaveStepsOption = DEFAULT.save_steps,
+    encoding: EncodingOption = DEFAULT.encoding,
+    drop_invalid: DropInvalidOption = DEFAULT.drop_invalid,
+    allow_pickle: AllowPickleOption = DEFAULT.allow_pickle,
+    multi_label: Annotated[bool, typer.Option("--multi-label", hidden=True)] = DEFAULT.multi_label,
+    task: Annotated[Task, typer.Option(hidden=True, case_sensitive=False)] = DEFAULT.task,
 ) -> None:
     """Cross-validate a classifier on a labelled file and list the rows whose label is likely wrong."""
     config = AuditConfig(

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from plmcli import console
-from plmcli.config import CheckConfig
+from plmcli.config import CheckConfig, defaults
 from plmcli.options import (
     EncodingOption,
     LabelColumnOption,
@@ -25,33 +25,37 @@ from plmcli.options import (
     TextPairColumnOption,
 )
 
+DEFAULT = defaults(CheckConfig)
+
 
 def check(
     data: LabelledDataArgument,
     validation: Annotated[
         Optional[str], typer.Option(help="A validation file: report texts it shares with DATA.")
-    ] = None,
-    text_column: TextColumnOption = None,
-    text_pair_column: TextPairColumnOption = None,
-    label_column: LabelColumnOption = None,
+    ] = DEFAULT.validation,
+    text_column: TextColumnOption = DEFAULT.text_column,
+    text_pair_column: TextPairColumnOption = DEFAULT.text_pair_column,
+    label_column: LabelColumnOption = DEFAULT.label_column,
     multi_label: Annotated[
         bool, typer.Option("--multi-label", help="Rows may have several labels, like 'sports|politics'.")
-    ] = False,
-    label_separator: Annotated[str, typer.Option(help="What separates the labels of a --multi-label cell.")] = "|",
+    ] = DEFAULT.multi_label,
+    label_separator: Annotated[
+        str, typer.Option(help="What separates the labels of a --multi-label cell.")
+    ] = DEFAULT.label_separator,
     model: Annotated[
         Optional[str],
         typer.Option("--model", "-m", help="Model whose tokenizer measures lengths. [default: bundled MiniLM]"),
-    ] = None,
-    max_length: MaxLengthOption = 128,
-    format: Annotated[str, typer.Option(help="table or json.", case_sensitive=False)] = "table",
-    encoding: EncodingOption = "utf-8",
+    ] = DEFAULT.model,
+    max_length: MaxLengthOption = DEFAULT.max_length,
+    format: Annotated[str, typer.Option(help="table or json.", case_sensitive=False)] = DEFAULT.format,
+    encoding: EncodingOption = DEFAULT.encoding,
     task: Annotated[
         Task,
         typer.Option(
             help="What the data trains: a CoNLL file is read as token-classification data whatever this says.",
             case_sensitive=False,
         ),
-    ] = Task.classification,
+    ] = DEFAULT.task,
 ) -> None:
     """Check labelled data: labels, imbalance, empty, duplicate and conflicting rows, overlap, lengths."""
     config = CheckConfig(

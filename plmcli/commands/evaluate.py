@@ -12,19 +12,16 @@ from typing import Annotated, Optional
 import typer
 
 from plmcli import console
-from plmcli.config import EvaluateConfig
+from plmcli.config import EvaluateConfig, defaults
 from plmcli.options import (
     AllowPickleOption,
-    Device,
     DeviceOption,
     DropInvalidOption,
     EncodingOption,
     LabelColumnOption,
     LabelledDataArgument,
     LongOption,
-    LongTexts,
     OverwriteOption,
-    Precision,
     PrecisionOption,
     TextColumnOption,
     TextPairColumnOption,
@@ -33,34 +30,37 @@ from plmcli.options import (
 SHOWN_ERRORS = 10
 
 
+DEFAULT = defaults(EvaluateConfig)
+
+
 def evaluate(
     data: LabelledDataArgument,
     model: Annotated[
         str, typer.Option("--model", "-m", help="A fine-tuned model directory (or Hugging Face id).")
-    ] = "runs/finetune",
+    ] = DEFAULT.model,
     output: Annotated[
         Optional[str],
         typer.Option("--output", "-o", help="Directory for the report files. [default: MODEL/eval]"),
-    ] = None,
-    format: Annotated[str, typer.Option(help="What to print: table or json.", case_sensitive=False)] = "table",
-    text_column: TextColumnOption = None,
-    text_pair_column: TextPairColumnOption = None,
-    label_column: LabelColumnOption = None,
-    long: LongOption = LongTexts.truncate,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 64,
+    ] = DEFAULT.output,
+    format: Annotated[str, typer.Option(help="What to print: table or json.", case_sensitive=False)] = DEFAULT.format,
+    text_column: TextColumnOption = DEFAULT.text_column,
+    text_pair_column: TextPairColumnOption = DEFAULT.text_pair_column,
+    label_column: LabelColumnOption = DEFAULT.label_column,
+    long: LongOption = DEFAULT.long,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = DEFAULT.batch_size,
     max_length: Annotated[
         Optional[int], typer.Option(min=8, help="Truncate texts to this many tokens. [default: the model's limit]")
-    ] = None,
-    device: DeviceOption = Device.auto,
-    precision: PrecisionOption = Precision.auto,
-    overwrite: OverwriteOption = False,
-    encoding: EncodingOption = "utf-8",
-    drop_invalid: DropInvalidOption = False,
-    allow_pickle: AllowPickleOption = False,
+    ] = DEFAULT.max_length,
+    device: DeviceOption = DEFAULT.device,
+    precision: PrecisionOption = DEFAULT.precision,
+    overwrite: OverwriteOption = DEFAULT.overwrite,
+    encoding: EncodingOption = DEFAULT.encoding,
+    drop_invalid: DropInvalidOption = DEFAULT.drop_invalid,
+    allow_pickle: AllowPickleOption = DEFAULT.allow_pickle,
     target_accuracy: Annotated[
         Optional[float],
         typer.Option(min=0, max=1, help="Say the lowest predict --min-score whose answered rows reach this accuracy."),
-    ] = None,
+    ] = DEFAULT.target_accuracy,
 ) -> None:
     """Score a fine-tuned model on labelled data: metrics, confusion matrix (scatter plot), the rows it got wrong."""
     config = EvaluateConfig(

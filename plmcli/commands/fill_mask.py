@@ -5,19 +5,15 @@ Usage:
     plm fill-mask --model runs/pretrain --top-k 10 --format json "a [MASK] and [MASK] film"
 """
 
-from enum import Enum
 from typing import Annotated
 
 import typer
 
 from plmcli import console
-from plmcli.config import DEFAULT_PRETRAINED, FillMaskConfig
-from plmcli.options import AllowPickleOption, Device, DeviceOption
+from plmcli.config import FillMaskConfig, defaults
+from plmcli.options import AllowPickleOption, DeviceOption, ReportFormat
 
-
-class FillMaskFormat(str, Enum):
-    table = "table"
-    json = "json"
+DEFAULT = defaults(FillMaskConfig)
 
 
 def fill_mask(
@@ -30,13 +26,13 @@ def fill_mask(
     model: Annotated[
         str,
         typer.Option("--model", "-m", help="A masked-LM: a model directory from plm pretrain, or a Hugging Face id."),
-    ] = DEFAULT_PRETRAINED,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Fillers shown per mask, best first.")] = 5,
-    format: Annotated[FillMaskFormat, typer.Option("--format", case_sensitive=False, help="table or json.")] = (
-        FillMaskFormat.table
+    ] = DEFAULT.model,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Fillers shown per mask, best first.")] = DEFAULT.top_k,
+    format: Annotated[ReportFormat, typer.Option("--format", case_sensitive=False, help="table or json.")] = (
+        DEFAULT.format
     ),
-    device: DeviceOption = Device.auto,
-    allow_pickle: AllowPickleOption = False,
+    device: DeviceOption = DEFAULT.device,
+    allow_pickle: AllowPickleOption = DEFAULT.allow_pickle,
 ) -> None:
     """Fill in each [MASK] of a text with a masked-LM's top-k words and their scores."""
     config = FillMaskConfig(

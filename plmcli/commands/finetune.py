@@ -18,17 +18,14 @@ from typing import Annotated, Optional
 import typer
 
 from plmcli import console
-from plmcli.config import FinetuneConfig
+from plmcli.config import FinetuneConfig, defaults
 from plmcli.options import (
     AllowChangedSettingsOption,
     AllowPickleOption,
     BaseModelOption,
     BatchSizeOption,
-    Calibration,
     CalibrationOption,
-    ClassWeights,
     ClassWeightsOption,
-    Device,
     DeviceOption,
     DropInvalidOption,
     EncodingOption,
@@ -41,7 +38,6 @@ from plmcli.options import (
     Metric,
     MultiLabelOption,
     OverwriteOption,
-    Precision,
     PrecisionOption,
     ReportToOption,
     ResumeOption,
@@ -50,27 +46,28 @@ from plmcli.options import (
     Task,
     TextColumnOption,
     TextPairColumnOption,
-    Tracker,
     ValidationOption,
     ValidationSplitOption,
     WarmupRatioOption,
     WeightDecayOption,
 )
 
+DEFAULT = defaults(FinetuneConfig)
+
 
 def finetune(
     data: LabelledDataArgument,
-    model: BaseModelOption = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the model to.")] = "runs/finetune",
-    validation: ValidationOption = None,
-    validation_split: ValidationSplitOption = 0.1,
-    text_column: TextColumnOption = None,
-    text_pair_column: TextPairColumnOption = None,
-    label_column: LabelColumnOption = None,
-    multi_label: MultiLabelOption = False,
-    label_separator: LabelSeparatorOption = "|",
-    class_weights: ClassWeightsOption = ClassWeights.auto,
-    calibration: CalibrationOption = Calibration.temperature,
+    model: BaseModelOption = DEFAULT.model,
+    output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the model to.")] = DEFAULT.output,
+    validation: ValidationOption = DEFAULT.validation,
+    validation_split: ValidationSplitOption = DEFAULT.validation_split,
+    text_column: TextColumnOption = DEFAULT.text_column,
+    text_pair_column: TextPairColumnOption = DEFAULT.text_pair_column,
+    label_column: LabelColumnOption = DEFAULT.label_column,
+    multi_label: MultiLabelOption = DEFAULT.multi_label,
+    label_separator: LabelSeparatorOption = DEFAULT.label_separator,
+    class_weights: ClassWeightsOption = DEFAULT.class_weights,
+    calibration: CalibrationOption = DEFAULT.calibration,
     early_stopping: Annotated[
         Optional[int],
         typer.Option(
@@ -78,7 +75,7 @@ def finetune(
             metavar="N",
             help="Evaluate every epoch; stop after N evaluations without a better --metric, and keep the best model.",
         ),
-    ] = None,
+    ] = DEFAULT.early_stopping,
     metric: Annotated[
         Optional[Metric],
         typer.Option(
@@ -87,7 +84,7 @@ def finetune(
             "token-classification). [default: macro_f1; rmse for regression; f1 for token-classification]",
             case_sensitive=False,
         ),
-    ] = None,
+    ] = DEFAULT.metric,
     task: Annotated[
         Task,
         typer.Option(
@@ -96,8 +93,8 @@ def finetune(
             "CoNLL files or token and tag lists (predict gives entities).",
             case_sensitive=False,
         ),
-    ] = Task.classification,
-    max_length: MaxLengthOption = 128,
+    ] = DEFAULT.task,
+    max_length: MaxLengthOption = DEFAULT.max_length,
     stride: Annotated[
         Optional[int],
         typer.Option(
@@ -105,26 +102,26 @@ def finetune(
             help="--task token-classification: tokens that two windows of a sentence longer than --max-length "
             "share. [default: a quarter of --max-length]",
         ),
-    ] = None,
-    epochs: EpochsOption = 3.0,
-    batch_size: BatchSizeOption = 32,
-    lr: LearningRateOption = None,
-    seed: SeedOption = 42,
+    ] = DEFAULT.stride,
+    epochs: EpochsOption = DEFAULT.epochs,
+    batch_size: BatchSizeOption = DEFAULT.batch_size,
+    lr: LearningRateOption = DEFAULT.lr,
+    seed: SeedOption = DEFAULT.seed,
     max_train_samples: Annotated[
         Optional[int], typer.Option(min=1, help="Train on the first N training rows only (quick runs).")
-    ] = None,
-    device: DeviceOption = Device.auto,
-    precision: PrecisionOption = Precision.auto,
-    overwrite: OverwriteOption = False,
-    resume: ResumeOption = False,
-    allow_changed_settings: AllowChangedSettingsOption = False,
-    save_steps: SaveStepsOption = 500,
-    warmup_ratio: WarmupRatioOption = 0.06,
-    weight_decay: WeightDecayOption = 0.01,
-    report_to: ReportToOption = Tracker.none,
-    encoding: EncodingOption = "utf-8",
-    drop_invalid: DropInvalidOption = False,
-    allow_pickle: AllowPickleOption = False,
+    ] = DEFAULT.max_train_samples,
+    device: DeviceOption = DEFAULT.device,
+    precision: PrecisionOption = DEFAULT.precision,
+    overwrite: OverwriteOption = DEFAULT.overwrite,
+    resume: ResumeOption = DEFAULT.resume,
+    allow_changed_settings: AllowChangedSettingsOption = DEFAULT.allow_changed_settings,
+    save_steps: SaveStepsOption = DEFAULT.save_steps,
+    warmup_ratio: WarmupRatioOption = DEFAULT.warmup_ratio,
+    weight_decay: WeightDecayOption = DEFAULT.weight_decay,
+    report_to: ReportToOption = DEFAULT.report_to,
+    encoding: EncodingOption = DEFAULT.encoding,
+    drop_invalid: DropInvalidOption = DEFAULT.drop_invalid,
+    allow_pickle: AllowPickleOption = DEFAULT.allow_pickle,
 ) -> None:
     """Fine-tune a text classifier (or, with --task regression, a regressor) on a labelled file."""
     if validation is not None and Path(validation).resolve() == Path(data).resolve():

@@ -14,21 +14,20 @@ from typing import Annotated, Optional
 import typer
 
 from plmcli import console
-from plmcli.config import PredictConfig
+from plmcli.config import PredictConfig, defaults
 from plmcli.options import (
     AllowPickleOption,
-    Device,
     DeviceOption,
     EncodingOption,
     LongOption,
-    LongTexts,
     OutputFormat,
     OverwriteOption,
-    Precision,
     PrecisionOption,
     TextColumnOption,
     TextPairColumnOption,
 )
+
+DEFAULT = defaults(PredictConfig)
 
 
 def predict(
@@ -37,36 +36,36 @@ def predict(
     ] = None,
     model: Annotated[
         str, typer.Option("--model", "-m", help="A fine-tuned model directory (or Hugging Face id).")
-    ] = "runs/finetune",
+    ] = DEFAULT.model,
     file: Annotated[
         Optional[str],
         typer.Option(
             "--file", "-f", help="Texts from a file: .txt (one per line), CSV/TSV/JSON/JSONL/Parquet, - for stdin."
         ),
-    ] = None,
+    ] = DEFAULT.file,
     output: Annotated[
         Optional[str],
         typer.Option("--output", "-o", help="Write the results to this file (- for stdout)."),
-    ] = None,
+    ] = DEFAULT.output,
     format: Annotated[
         Optional[OutputFormat],
         typer.Option(
             help="table, json, jsonl or csv. [default: table; with --output, from its extension]", case_sensitive=False
         ),
-    ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels per text, best first.")] = 1,
+    ] = DEFAULT.format,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels per text, best first.")] = DEFAULT.top_k,
     all_scores: Annotated[
         bool, typer.Option("--all-scores", help="Add a prob_<label> column for every label.")
-    ] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 64,
+    ] = DEFAULT.all_scores,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = DEFAULT.batch_size,
     max_length: Annotated[
         Optional[int], typer.Option(min=8, help="Truncate texts to this many tokens. [default: the model's limit]")
-    ] = None,
-    text_column: TextColumnOption = None,
-    text_pair_column: TextPairColumnOption = None,
-    long: LongOption = LongTexts.truncate,
-    device: DeviceOption = Device.auto,
-    precision: PrecisionOption = Precision.auto,
+    ] = DEFAULT.max_length,
+    text_column: TextColumnOption = DEFAULT.text_column,
+    text_pair_column: TextPairColumnOption = DEFAULT.text_pair_column,
+    long: LongOption = DEFAULT.long,
+    device: DeviceOption = DEFAULT.device,
+    precision: PrecisionOption = DEFAULT.precision,
     min_score: Annotated[
         Optional[float],
         typer.Option(
@@ -74,19 +73,19 @@ def predict(
             max=1,
             help="Abstain below this top score: the row keeps its score, gets no label (single-label).",
         ),
-    ] = None,
+    ] = DEFAULT.min_score,
     abstain_label: Annotated[
         Optional[str], typer.Option(help="The label rows below --min-score get instead of none, like 'review'.")
-    ] = None,
+    ] = DEFAULT.abstain_label,
     review_file: Annotated[
         Optional[str],
         typer.Option(
             help="Also write the rows below --min-score, with every input column, here (.csv, .json, .jsonl)."
         ),
-    ] = None,
-    overwrite: OverwriteOption = False,
-    encoding: EncodingOption = "utf-8",
-    allow_pickle: AllowPickleOption = False,
+    ] = DEFAULT.review_file,
+    overwrite: OverwriteOption = DEFAULT.overwrite,
+    encoding: EncodingOption = DEFAULT.encoding,
+    allow_pickle: AllowPickleOption = DEFAULT.allow_pickle,
 ) -> None:
     """Classify texts with a fine-tuned model (default: runs/finetune)."""
     config = PredictConfig(

@@ -9,43 +9,31 @@ Usage:
 
 import shlex
 import sys
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
 from plmcli import console
-from plmcli.config import DEFAULT_PRETRAINED, PretrainConfig
+from plmcli.config import PretrainConfig, defaults
 from plmcli.options import (
     AllowChangedSettingsOption,
     AllowPickleOption,
     BaseModelOption,
-    Device,
     DeviceOption,
     MaxLengthOption,
+    Objective,
     OverwriteOption,
-    Precision,
     PrecisionOption,
     ReportToOption,
     ResumeOption,
     SaveStepsOption,
     SeedOption,
-    Tracker,
+    Size,
     WarmupRatioOption,
     WeightDecayOption,
 )
 
-
-class Objective(str, Enum):
-    mlm = "mlm"
-    mlm_nsp = "mlm+nsp"
-
-
-class Size(str, Enum):
-    tiny = "tiny"
-    mini = "mini"
-    small = "small"
-    base = "base"
+DEFAULT = defaults(PretrainConfig)
 
 
 def pretrain(
@@ -58,41 +46,43 @@ def pretrain(
             metavar="CORPUS",
         ),
     ],
-    model: BaseModelOption = None,
-    output: Annotated[
-        str, typer.Option("--output", "-o", help="Directory to write the model to.")
-    ] = DEFAULT_PRETRAINED,
-    max_length: MaxLengthOption = 128,
+    model: BaseModelOption = DEFAULT.model,
+    output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the model to.")] = DEFAULT.output,
+    max_length: MaxLengthOption = DEFAULT.max_length,
     line_by_line: Annotated[
         bool, typer.Option("--line-by-line", help="One example per line instead of concatenated max-length blocks.")
-    ] = False,
+    ] = DEFAULT.line_by_line,
     mlm_probability: Annotated[
         float, typer.Option(help="Share of tokens masked for the model to predict (between 0 and 1).")
-    ] = 0.15,
+    ] = DEFAULT.mlm_probability,
     whole_word_mask: Annotated[
         bool, typer.Option("--whole-word-mask", help="Mask all the pieces of a word together.")
-    ] = False,
+    ] = DEFAULT.whole_word_mask,
     objective: Annotated[
         Objective,
         typer.Option(help="mlm, or mlm+nsp: BERT's recipe with next-sentence pairs (BertForPreTraining)."),
-    ] = Objective.mlm,
+    ] = DEFAULT.objective,
     from_scratch: Annotated[
         bool,
         typer.Option("--from-scratch", help="Train a WordPiece tokenizer on the corpus and a new BERT of --size."),
-    ] = False,
+    ] = DEFAULT.from_scratch,
     size: Annotated[
         Size, typer.Option(help="Size of a --from-scratch BERT (layers/hidden: 2/128, 4/256, 4/512, 12/768).")
-    ] = Size.mini,
-    vocab_size: Annotated[int, typer.Option(min=100, help="WordPiece vocabulary size for --from-scratch.")] = 30522,
+    ] = DEFAULT.size,
+    vocab_size: Annotated[
+        int, typer.Option(min=100, help="WordPiece vocabulary size for --from-scratch.")
+    ] = DEFAULT.vocab_size,
     validation_split: Annotated[
         float,
         typer.Option(help="Share of examples held out (between 0 and 1; at most 2,000) to measure perplexity."),
-    ] = 0.05,
-    epochs: Annotated[float, typer.Option(min=0.0, help="Passes over the corpus.")] = 3.0,
+    ] = DEFAULT.validation_split,
+    epochs: Annotated[float, typer.Option(min=0.0, help="Passes over the corpus.")] = DEFAULT.epochs,
     max_steps: Annotated[
         Optional[int], typer.Option(min=1, help="Stop after this many optimizer steps (overrides --epochs).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Examples per training step per device.")] = 32,
+    ] = DEFAULT.max_steps,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Examples per training step per device.")
+    ] = DEFAULT.batch_size,
     lr: Annotated[
         Optional[float],
         typer.Option(
@@ -100,18 +90,18 @@ def pretrain(
             help="Peak learning rate (AdamW, linear decay). [default: 1e-4 for encoders narrower than 768, "
             "5e-5 up to 1024, else 2e-5; from scratch 5e-4, or 1e-4 from 768 wide]",
         ),
-    ] = None,
-    seed: SeedOption = 42,
-    device: DeviceOption = Device.auto,
-    precision: PrecisionOption = Precision.auto,
-    overwrite: OverwriteOption = False,
-    resume: ResumeOption = False,
-    allow_changed_settings: AllowChangedSettingsOption = False,
-    save_steps: SaveStepsOption = 500,
-    warmup_ratio: WarmupRatioOption = 0.06,
-    weight_decay: WeightDecayOption = 0.01,
-    report_to: ReportToOption = Tracker.none,
-    allow_pickle: AllowPickleOption = False,
+    ] = DEFAULT.lr,
+    seed: SeedOption = DEFAULT.seed,
+    device: DeviceOption = DEFAULT.device,
+    precision: PrecisionOption = DEFAULT.precision,
+    overwrite: OverwriteOption = DEFAULT.overwrite,
+    resume: ResumeOption = DEFAULT.resume,
+    allow_changed_settings: AllowChangedSettingsOption = DEFAULT.allow_changed_settings,
+    save_steps: SaveStepsOption = DEFAULT.save_steps,
+    warmup_ratio: WarmupRatioOption = DEFAULT.warmup_ratio,
+    weight_decay: WeightDecayOption = DEFAULT.weight_decay,
+    report_to: ReportToOption = DEFAULT.report_to,
+    allow_pickle: AllowPickleOption = DEFAULT.allow_pickle,
     preprocessing_workers: Annotated[
         int,
         typer.Option(
@@ -120,21 +110,21 @@ def pretrain(
             help="Processes that tokenize the corpus files (each takes whole files). The result is cached "
             "on disk by content, so a second run over the same corpus skips tokenizing.",
         ),
-    ] = 1,
+    ] = DEFAULT.preprocessing_workers,
 ) -> None:
     """Continue masked-LM pretraining of a BERT on your text (or pretrain one from scratch)."""
     if from_scratch and model is not None:
         raise typer.BadParameter("--from-scratch trains a new model; leave out --model.", param_hint="--model")
-    if not from_scratch and (size is not Size.mini or vocab_size != 30522):
+    if not from_scratch and (size != DEFAULT.size or vocab_size != DEFAULT.vocab_size):
         raise typer.BadParameter(
             "--size and --vocab-size shape a new model; add --from-scratch.",
-            param_hint="--size" if size is not Size.mini else "--vocab-size",
+            param_hint="--size" if size != DEFAULT.size else "--vocab-size",
         )
-    if objective is Objective.mlm_nsp and whole_word_mask:
+    if objective == Objective.mlm_nsp and whole_word_mask:
         raise typer.BadParameter(
             "mlm+nsp masks single tokens; leave out --whole-word-mask.", param_hint="--whole-word-mask"
         )
-    if objective is Objective.mlm_nsp and line_by_line:
+    if objective == Objective.mlm_nsp and line_by_line:
         raise typer.BadParameter(
             "mlm+nsp builds sentence pairs; it has no --line-by-line mode.", param_hint="--line-by-line"
         )

@@ -10,35 +10,45 @@ from typing import Annotated, Optional
 
 import typer
 
-from plmcli.config import ServeConfig
-from plmcli.options import AllowPickleOption, Device, DeviceOption, Precision, PrecisionOption
+from plmcli.config import ServeConfig, defaults
+from plmcli.options import AllowPickleOption, DeviceOption, PrecisionOption
+
+DEFAULT = defaults(ServeConfig)
 
 
 def serve(
     model: Annotated[
         str, typer.Option("--model", "-m", help="A fine-tuned model directory (or Hugging Face id).")
-    ] = "runs/finetune",
+    ] = DEFAULT.model,
     host: Annotated[
         str, typer.Option(help="The address to listen on; 0.0.0.0 lets other machines connect.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="The port to listen on.")] = 8000,
+    ] = DEFAULT.host,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="The port to listen on.")] = DEFAULT.port,
     max_batch_size: Annotated[
         int, typer.Option(min=1, help="Texts of concurrent requests run in one forward pass, at most.")
-    ] = 64,
+    ] = DEFAULT.max_batch_size,
     max_wait_ms: Annotated[
         float, typer.Option(min=0, help="How long a request waits for others to join its batch.")
-    ] = 5.0,
-    max_texts_per_request: Annotated[int, typer.Option(min=1, help="Texts one request may send.")] = 256,
-    max_body_bytes: Annotated[int, typer.Option(min=1, help="The largest request body accepted.")] = 1 << 20,
-    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds a request may wait for its answer.")] = 30.0,
+    ] = DEFAULT.max_wait_ms,
+    max_texts_per_request: Annotated[
+        int, typer.Option(min=1, help="Texts one request may send.")
+    ] = DEFAULT.max_texts_per_request,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="The largest request body accepted.")
+    ] = DEFAULT.max_body_bytes,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a request may wait for its answer.")
+    ] = DEFAULT.timeout,
     api_key: Annotated[
         Optional[str],
         typer.Option(envvar="PLM_API_KEY", help="Require 'Authorization: Bearer KEY' (all but /health)."),
-    ] = None,
-    log_texts: Annotated[bool, typer.Option("--log-texts", help="Write each request's texts to the log.")] = False,
-    device: DeviceOption = Device.auto,
-    precision: PrecisionOption = Precision.auto,
-    allow_pickle: AllowPickleOption = False,
+    ] = DEFAULT.api_key,
+    log_texts: Annotated[
+        bool, typer.Option("--log-texts", help="Write each request's texts to the log.")
+    ] = DEFAULT.log_texts,
+    device: DeviceOption = DEFAULT.device,
+    precision: PrecisionOption = DEFAULT.precision,
+    allow_pickle: AllowPickleOption = DEFAULT.allow_pickle,
 ) -> None:
     """Serve a fine-tuned model over HTTP: POST /predict, GET /health, GET /metadata (docs at /docs)."""
     config = ServeConfig(

@@ -13,13 +13,11 @@ from typing import Annotated, Optional
 import typer
 
 from plmcli import console
-from plmcli.config import TuneConfig
+from plmcli.config import TuneConfig, defaults
 from plmcli.options import (
     AllowPickleOption,
     BaseModelOption,
-    Calibration,
     CalibrationOption,
-    Device,
     DeviceOption,
     DropInvalidOption,
     EncodingOption,
@@ -29,17 +27,17 @@ from plmcli.options import (
     Metric,
     MultiLabelOption,
     OverwriteOption,
-    Precision,
     PrecisionOption,
     ReportToOption,
     SeedOption,
     Task,
     TextColumnOption,
     TextPairColumnOption,
-    Tracker,
     ValidationOption,
     ValidationSplitOption,
 )
+
+DEFAULT = defaults(TuneConfig)
 
 
 def tune(
@@ -49,11 +47,11 @@ def tune(
         typer.Option(
             help="Wall time for the whole search, like 90s, 20m or 1.5h: no trial starts that cannot end in it."
         ),
-    ] = "30m",
+    ] = DEFAULT.budget,
     trials: Annotated[
         Optional[int],
         typer.Option(min=1, help="At most this many trials (the first trains with finetune's defaults)."),
-    ] = None,
+    ] = DEFAULT.trials,
     metric: Annotated[
         Optional[Metric],
         typer.Option(
@@ -61,35 +59,35 @@ def tune(
             "r2 with --task regression). [default: macro_f1; rmse for --task regression]",
             case_sensitive=False,
         ),
-    ] = None,
-    model: BaseModelOption = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="Directory for the best model.")] = "runs/tune",
-    validation: ValidationOption = None,
-    validation_split: ValidationSplitOption = 0.1,
-    text_column: TextColumnOption = None,
-    text_pair_column: TextPairColumnOption = None,
-    label_column: LabelColumnOption = None,
-    multi_label: MultiLabelOption = False,
-    label_separator: LabelSeparatorOption = "|",
+    ] = DEFAULT.metric,
+    model: BaseModelOption = DEFAULT.model,
+    output: Annotated[str, typer.Option("--output", "-o", help="Directory for the best model.")] = DEFAULT.output,
+    validation: ValidationOption = DEFAULT.validation,
+    validation_split: ValidationSplitOption = DEFAULT.validation_split,
+    text_column: TextColumnOption = DEFAULT.text_column,
+    text_pair_column: TextPairColumnOption = DEFAULT.text_pair_column,
+    label_column: LabelColumnOption = DEFAULT.label_column,
+    multi_label: MultiLabelOption = DEFAULT.multi_label,
+    label_separator: LabelSeparatorOption = DEFAULT.label_separator,
     task: Annotated[
         Task,
         typer.Option(help="classification or regression (one number per row).", case_sensitive=False),
-    ] = Task.classification,
+    ] = DEFAULT.task,
     max_length: Annotated[
         int, typer.Option(min=8, help="The longest --max-length a trial may use (the defaults trial uses it).")
-    ] = 128,
-    seed: SeedOption = 42,
-    device: DeviceOption = Device.auto,
-    precision: PrecisionOption = Precision.auto,
-    overwrite: OverwriteOption = False,
+    ] = DEFAULT.max_length,
+    seed: SeedOption = DEFAULT.seed,
+    device: DeviceOption = DEFAULT.device,
+    precision: PrecisionOption = DEFAULT.precision,
+    overwrite: OverwriteOption = DEFAULT.overwrite,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the search in --output (its study.db) with a new --budget.")
-    ] = False,
-    report_to: ReportToOption = Tracker.none,
-    calibration: CalibrationOption = Calibration.temperature,
-    encoding: EncodingOption = "utf-8",
-    drop_invalid: DropInvalidOption = False,
-    allow_pickle: AllowPickleOption = False,
+    ] = DEFAULT.resume,
+    report_to: ReportToOption = DEFAULT.report_to,
+    calibration: CalibrationOption = DEFAULT.calibration,
+    encoding: EncodingOption = DEFAULT.encoding,
+    drop_invalid: DropInvalidOption = DEFAULT.drop_invalid,
+    allow_pickle: AllowPickleOption = DEFAULT.allow_pickle,
 ) -> None:
     """Search learning rate, epochs, batch size, warmup, ... within a time budget; keep the best model."""
     config = TuneConfig(
