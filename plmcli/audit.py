@@ -23,10 +23,10 @@ from typing import Optional
 
 import numpy as np
 
-from plmcli import checkpoints, console, data, reporting
+from plmcli import checkpoints, console, data, reporting, textfiles
 from plmcli.config import AuditConfig, FinetuneConfig, resume_settings
 from plmcli.errors import RUNTIME_FAILURE, Interrupted, PlmError
-from plmcli.outputs import check_output_dir, check_output_file, claimed, staged_dir, staged_file, writing
+from plmcli.outputs import check_output_dir, check_output_file, check_places, claimed, staged_dir, staged_file, writing
 from plmcli.run import execute
 from plmcli.tasks.base import Built, Finished
 from plmcli.tasks.classification import ClassificationTask
@@ -184,11 +184,15 @@ class FoldTask(ClassificationTask):
 
 def audit(config: AuditConfig) -> AuditResult:
     """Cross-validate, rank the likely label errors with cleanlab, and write the report to ``config.output``."""
+    with textfiles.recording():  # the folds, the manifest and --fix-out see the data as it was first read
+        return _audit(config)
+
+
+def _audit(config: AuditConfig) -> AuditResult:
     filters = _cleanlab()
-    output = check_output_dir(config.output, config.overwrite, (config.data,), resume=config.resume)
-    fix_out = check_output_file(config.fix_out, config.overwrite, (config.data,)) if config.fix_out else None
-    if fix_out is not None and output.resolve() in [fix_out.resolve(), *fix_out.resolve().parents]:
-        raise PlmError(f"--fix-out {config.fix_out} is inside --output {config.output}; write it elsewhere.")
+    check_places(config.places())
+    output = check_output_dir(config.output, config.overwrite, resume=config.resume)
+    fix_out = check_output_file(config.fix_out, config.overwrite, "--fix-out") if config.fix_out else None
     table = read(config)
     console.info(
         f"Data: {len(table.texts)} rows; text column '{table.columns.text}'"
@@ -278,7 +282,7 @@ def _fold(config: AuditConfig, table: Table, held: np.ndarray, fold: int, direct
 
 def _key(fold_config: FinetuneConfig, table: Table, held: np.ndarray, fold: int) -> str:
     """What a finished fold must match to be reused: the data, the training settings and the rows held out."""
-    settings = resume_settings(fold_config, data_sha256=reporting.file_digest(Path(fold_config.data)))
+    settings = resume_settings(fold_config, data_sha256=textfiles.read_digest(Path(fold_config.data))[1])
     content = json.dumps({"settings": settings, "fold": fold, "held": held.tolist()}, sort_keys=True, default=str)
     return hashlib.sha256(content.encode()).hexdigest()
 

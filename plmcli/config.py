@@ -82,6 +82,36 @@ def default_learning_rate(hidden_size: int) -> float:
     return 5e-5 if hidden_size < 1024 else 2e-5
 
 
+@dataclass(frozen=True)
+class Places:
+    """Every path a command reads and writes, by the option that names it: known before any work starts.
+
+    ``outputs.check_places`` refuses an output that is, or holds, an input or another output.
+    """
+
+    reads: tuple[tuple[str, Optional[str]], ...] = ()  # files and directories (a local model) it reads
+    directories: tuple[tuple[str, Optional[str]], ...] = ()  # output directories it replaces as a whole
+    files: tuple[tuple[str, Optional[str]], ...] = ()  # output files
+
+
+def _model_read(model: Optional[str]) -> tuple[tuple[str, Optional[str]], ...]:
+    """The model a command reads, when it is a local directory (None is the bundled one; else a hub id)."""
+    return (("--model", model),) if model and os.path.exists(model) else ()
+
+
+def _corpus_reads(corpus: list[str]) -> tuple[tuple[str, str], ...]:
+    """The files pretrain reads, as ``corpus.expand`` finds them (a directory's text files, a glob's matches)."""
+    from plmcli.corpus import expand
+
+    found = []
+    for item in corpus:
+        try:
+            found += [("the corpus", str(path)) for path in expand(item)] if item != "-" else []
+        except PlmError:  # a missing corpus file is said when the corpus is read
+            found.append(("the corpus", item))
+    return tuple(found)
+
+
 PATH_FIELDS = ("data", "validation", "model", "output", "file", "corpus", "review_file")
 
 
@@ -113,9 +143,34 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise PlmError(f"{name} must be one of {', '.join(choices)}; got '{value}'.")
 
 
+# The largest value each count or size option takes: beyond it a run would fail deep inside (an
+# allocation, an overflow), so it is refused when the config is made.
+LIMITS = {
+    "--batch-size": 1 << 16,
+    "--max-batch-size": 1 << 16,
+    "--max-length": 1 << 17,
+    "--epochs": 10_000,
+    "--max-steps": 1 << 40,
+    "--save-steps": 1 << 40,
+    "--early-stopping": 10_000,
+    "--trials": 1_000_000,
+    "--top-k": 100_000,
+    "--max-train-samples": 1 << 40,
+    "--vocab-size": 1 << 22,
+    "--preprocessing-workers": 1024,
+    "--max-texts-per-request": 1 << 20,
+    "--max-body-bytes": 1 << 34,
+    "--timeout": 86_400.0,
+    "--max-wait-ms": 60_000.0,
+}
+
+
 def _check_positive(name: str, value: Optional[float]) -> None:
-    if value is not None and not (0 < value < math.inf):
-        raise PlmError(f"{name} must be a finite number greater than 0; got {value}.")
+    """A count or size: greater than 0, and at most its LIMITS entry."""
+    limit = LIMITS.get(name, math.inf)
+    if value is not None and not (0 < value <= limit and value < math.inf):
+        bound = f" and at most {limit:g}" if limit < math.inf else ""
+        raise PlmError(f"{name} must be a finite number greater than 0{bound}; got {value}.")
 
 
 def _check_seed(seed: int) -> None:
@@ -179,6 +234,10 @@ class FinetuneConfig:
     save_steps: int = 500  # a checkpoint every N optimizer steps (and on SIGINT / SIGTERM)
     report_to: str = "none"  # an experiment tracker the Trainer logs to: tensorboard, mlflow or wandb
     command: list[str] = field(default_factory=list)  # the command line, for the model card
+
+    def places(self) -> Places:
+        reads = (("the data file", self.data), ("--validation", self.validation), *_model_read(self.model))
+        return Places(reads=reads, directories=(("--output", self.output),))
 
     def __post_init__(self) -> None:
         _expand_paths(self)
@@ -251,6 +310,13 @@ class AuditConfig(FinetuneConfig):
     folds: int = 5  # stratified by label; every row is predicted by the model that did not train on it
     rank_by: str = "self_confidence"  # how cleanlab orders the suspects: or normalized_margin
     fix_out: Optional[str] = None  # write the input without the flagged rows to this file
+
+    def places(self) -> Places:
+        return Places(
+            reads=(("the data file", self.data), *_model_read(self.model)),
+            directories=(("--output", self.output),),
+            files=(("--fix-out", self.fix_out),),
+        )
 
     def __post_init__(self) -> None:
         if self.multi_label or self.task != "classification":
@@ -343,6 +409,10 @@ class PretrainConfig:
     save_steps: int = 500  # a checkpoint every N optimizer steps (and on SIGINT / SIGTERM)
     report_to: str = "none"  # an experiment tracker the Trainer logs to: tensorboard, mlflow or wandb
     command: list[str] = field(default_factory=list)  # the command line, for the model card
+
+    def places(self) -> Places:
+        model = () if self.from_scratch else _model_read(self.model)
+        return Places(reads=(*_corpus_reads(self.corpus), *model), directories=(("--output", self.output),))
 
     def __post_init__(self) -> None:
         _expand_paths(self)
@@ -449,6 +519,16 @@ class EvaluateConfig:
     overwrite: bool = False
     target_accuracy: Optional[float] = None  # also say the lowest --min-score whose answered rows reach it
 
+    def places(self) -> Places:
+        return Places(
+            reads=(("the data file", self.data), *_model_read(self.model)),
+            directories=(("--output", self.report_dir()),),
+        )
+
+    def report_dir(self) -> str:
+        """--output, or the model's eval/ directory."""
+        return self.output or str(Path(self.model) / "eval")
+
     def __post_init__(self) -> None:
         _expand_paths(self)
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
@@ -486,6 +566,12 @@ class PredictConfig:
     min_score: Optional[float] = None  # a single-label row whose top score is below this gets no label
     abstain_label: Optional[str] = None  # the label such a row gets instead of none
     review_file: Optional[str] = None  # also write those rows here (CSV, JSON or JSON lines, by extension)
+
+    def places(self) -> Places:
+        return Places(
+            reads=(("--file", self.file), *_model_read(self.model)),
+            files=(("--output", self.output), ("--review-file", self.review_file)),
+        )
 
     def __post_init__(self) -> None:
         _expand_paths(self)
@@ -544,8 +630,8 @@ class ServeConfig:
             ("--timeout", self.timeout),
         ):
             _check_positive(name, value)
-        if not 0 <= self.max_wait_ms < math.inf:
-            raise PlmError(f"--max-wait-ms must be 0 or more; got {self.max_wait_ms}.")
+        if not 0 <= self.max_wait_ms <= LIMITS["--max-wait-ms"]:
+            raise PlmError(f"--max-wait-ms must be between 0 and {LIMITS['--max-wait-ms']:g}; got {self.max_wait_ms}.")
         if not 0 <= self.port < 65536:
             raise PlmError(f"--port must be between 0 and 65535; got {self.port}.")
         if self.api_key is not None and not self.api_key.strip():

@@ -67,11 +67,6 @@ def _pieces(path: Path, number: int, raw: bytes) -> list[str]:
     return [part for piece in (pieces[:-1] if text.endswith(("\n", "\r")) else pieces) for part in cut_long(piece)]
 
 
-def _text_lines(path: Path) -> Iterator[str]:
-    for number, raw in enumerate(textfiles.byte_lines(path), 1):
-        yield from _pieces(path, number, raw)
-
-
 def scan(files: list[Path], sources: list[str]) -> Scan:
     """One pass over the files: validate, count lines and documents, hash the content."""
     result = Scan(files=files, sources=sources, digests=[])
@@ -90,14 +85,29 @@ def scan(files: list[Path], sources: list[str]) -> Scan:
     return result
 
 
-def lines(files: list[Path]) -> Iterator[str]:
-    """Every non-empty line of the files, in order, read as a stream."""
-    return (line for path in files for line in _text_lines(path) if line)
+def lines(files: list[Path], digests: list[str]) -> Iterator[str]:
+    """Every non-empty line of the files, in order, read as a stream and checked against the scan's ``digests``.
+
+    A file whose content differs from what ``scan`` hashed stops the stream (and so a cache
+    build, before its entry is published): the key would describe other data.
+    """
+    for path, expected in zip(files, digests, strict=True):
+        digest = hashlib.sha256()
+        for number, raw in enumerate(textfiles.byte_lines(path), 1):
+            digest.update(raw)
+            yield from (line for line in _pieces(path, number, raw) if line)
+        if digest.hexdigest() != expected:
+            raise PlmError(
+                f"{path} changed while this run was reading it; run again once nothing is writing to it.",
+                RUNTIME_FAILURE,
+            )
 
 
-def _examples(files: list[str], tokenizer, max_length: int, line_by_line: bool, offsets: bool) -> Iterator[dict]:
+def _examples(
+    files: list[str], digests: list[str], tokenizer, max_length: int, line_by_line: bool, offsets: bool
+) -> Iterator[dict]:
     """Training examples of the files (what datasets' generator calls, once per shard of files)."""
-    return examples_from_lines(lines([Path(f) for f in files]), tokenizer, max_length, line_by_line, offsets)
+    return examples_from_lines(lines([Path(f) for f in files], digests), tokenizer, max_length, line_by_line, offsets)
 
 
 def _features(offsets: bool):
@@ -201,6 +211,7 @@ def _build(corpus: Scan, tokenizer, max_length, line_by_line, whole_word_mask, w
             cache_dir=str(staging / "build"),
             gen_kwargs={
                 "files": files if workers > 1 else tuple(files),
+                "digests": list(corpus.digests) if workers > 1 else tuple(corpus.digests),  # sharded as the files
                 "tokenizer": tokenizer,
                 "max_length": max_length,
                 "line_by_line": line_by_line,

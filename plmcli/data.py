@@ -809,8 +809,13 @@ def _find_target_column(frame: pd.DataFrame, path: str, text: str, pair: Optiona
     )
 
 
+# Targets whose squared errors (MSE, R²) are normal float64 numbers in the target's own units.
+TARGET_LIMIT = 1e150
+
+
 def numeric_targets(rows: LabelledRows, column: str, source: str, encoding: str, count: int) -> list[float]:
-    """The target cells as numbers; a cell that is not one is refused with its line."""
+    """The target cells as numbers; a cell that is not one is refused with its line, a range too wide or
+    too narrow to train and score in float64 in one line that names it."""
     values = [_number(cell) for cell in rows.labels]
     bad = [i for i, value in enumerate(values) if value is None]
     if bad:
@@ -820,6 +825,15 @@ def numeric_targets(rows: LabelledRows, column: str, source: str, encoding: str,
             f"{'has' if len(bad) == 1 else 'have'} {quote_labels([rows.labels[i] for i in bad], 3)}. "
             "Fix them, or pass --task classification for labels."
         )
+    if values:
+        low, high = min(values), max(values)
+        spread = high / 2 - low / 2  # half the range: never overflows
+        if max(abs(low), abs(high)) > TARGET_LIMIT or 0 < spread < 0.5 / TARGET_LIMIT:
+            raise PlmError(
+                f"{source}: the target column '{column}' holds numbers from {low:g} to {high:g}; plm trains targets "
+                f"of at most {TARGET_LIMIT:g} in size whose values differ by at least {1 / TARGET_LIMIT:g} (their "
+                "squared errors must be finite numbers). Rescale the column first: other units, or its logarithm."
+            )
     return values
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from plmcli import console, data, reporting
+from plmcli import console, data, reporting, textfiles
 from plmcli.config import EvaluateConfig
 from plmcli.errors import PlmError
 from plmcli.formats import to_csv
 from plmcli.inference import load_for_inference
-from plmcli.outputs import Claim, check_output_dir, claimed, staged_dir
+from plmcli.outputs import Claim, check_output_dir, check_places, claimed, staged_dir
 
 
 @dataclass
@@ -39,12 +39,9 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
     from plmcli.tasks import use_of
 
     use = use_of(config.model, config.allow_pickle)  # a missing or broken model is said before anything else
-    output = check_output_dir(
-        config.output or str(Path(config.model) / "eval"),
-        config.overwrite,
-        (config.data, config.model),  # never the model directory itself
-    )
-    with claimed(output) as claim:  # no other plm run writes this report until this one ends
+    check_places(config.places())
+    output = check_output_dir(config.report_dir(), config.overwrite)
+    with claimed(output) as claim, textfiles.recording():  # no other plm run writes this report meanwhile
         return use.evaluate(config, claim)
 
 

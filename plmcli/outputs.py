@@ -5,7 +5,7 @@ into place only when complete, so a crash, a full disk or Ctrl-C never leaves a 
 model under the final name, and ``--overwrite`` keeps the old model until the new one is whole.
 The output is held by one plm run at a time (``claimed``, a lock beside it) and checked again at
 the rename, which never replaces what appeared there meanwhile; ``--overwrite`` replaces only what
-plm wrote (``plm_wrote``); no output is ever a file the command reads.
+plm wrote (``plm_wrote``); no output is ever a file the command reads (``check_places``).
 """
 
 import errno
@@ -33,12 +33,79 @@ LOGS = "logs"  # where --report-to's tracker logs, under the output directory
 MANIFEST = "manifest.json"  # what plm writes last into every output directory (reporting.write_manifest)
 
 
-def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = (), resume: bool = False) -> Path:
+def check_places(places) -> None:
+    """Refuse, before any work, an output that is one of the run's inputs or another of its outputs.
+
+    ``places`` (a ``config.Places``) names every path the command reads and writes. An output
+    file may not be an input file (by name, through a symbolic link, or as a hard link to it) or an
+    existing file of an input directory such as the model's; an output directory may not be or hold
+    an input; no output may be, or hold, another output. Paths compare as written (``..``
+    resolved) and with their links resolved. This holds with --overwrite and --resume alike.
+    """
+    reads = [(option, path) for option, path in places.reads if path and path != "-" and os.path.lexists(path)]
+    writes = [(option, path, True) for option, path in places.directories if path]
+    writes += [(option, path, False) for option, path in places.files if path and path != "-"]
+    for option, path, directory in writes:
+        for source_option, source in reads:
+            how = _aliases(Path(path), directory, Path(source))
+            if how:
+                raise PlmError(f"{option} {path} {how.format(source=source)}; choose another {option}.")
+    for index, (option, path, directory) in enumerate(writes):
+        for other_option, other, other_directory in writes[index + 1 :]:
+            if _same(Path(path), Path(other)):
+                raise PlmError(f"{option} {path} and {other_option} {other} are the same file; write them apart.")
+            for (outer_option, outer, replaced), (inner_option, inner, _) in (
+                ((option, path, directory), (other_option, other, other_directory)),
+                ((other_option, other, other_directory), (option, path, directory)),
+            ):
+                if replaced and _holds(Path(outer), Path(inner)):
+                    raise PlmError(
+                        f"{inner_option} {inner} is inside {outer_option} {outer}, which the run replaces; "
+                        f"choose another {inner_option}."
+                    )
+
+
+def _spellings(path: Path) -> set[Path]:
+    """``path`` as written (absolute, ``..`` resolved) and with every link resolved."""
+    return {Path(os.path.abspath(path)), path.resolve()}
+
+
+def _same(path: Path, other: Path) -> bool:
+    """The same name either way, or (both existing) the same file: a hard link is the file itself."""
+    if _spellings(path) & _spellings(other):
+        return True
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
+
+
+def _holds(directory: Path, path: Path) -> bool:
+    """``path`` is ``directory`` or lies under it, spelled either way."""
+    return any(place == name or place in name.parents for place in _spellings(directory) for name in _spellings(path))
+
+
+def _aliases(output: Path, directory: bool, source: Path) -> Optional[str]:
+    """How writing ``output`` (a directory the run replaces, or a file) would touch input ``source``, or None."""
+    if (directory or output.is_dir()) and _holds(output, source):
+        return "holds the input {source}"
+    if _same(output, source):
+        return f"is the input {'' if source.is_dir() else 'file '}{{source}}, which this command reads"
+    if source.is_dir() and output.is_file():  # a directory such as the model's: its files are read
+        if _holds(source, output):
+            return "is a file of {source}, which this command reads"
+        if any(_same(output, item) for item in source.iterdir() if item.is_file()):
+            return "is a link to a file of {source}, which this command reads"
+    return None
+
+
+def check_output_dir(output: str, overwrite: bool, resume: bool = False) -> Path:
     """The output directory, refused when it is a file, or non-empty without ``overwrite`` or ``resume``.
 
     ``--overwrite`` replaces only a directory that is empty or that plm wrote (see ``plm_wrote``):
-    never a directory holding files plm did not write, the working directory, one of its parents,
-    or a directory that holds one of ``inputs``. With ``resume`` the directory is the unfinished run's.
+    never a directory holding files plm did not write, the working directory or one of its parents
+    (``check_places`` has refused one that holds an input). With ``resume`` the directory is the
+    unfinished run's.
     """
     path = Path(output)
     if path.exists() and not path.is_dir():
@@ -46,7 +113,7 @@ def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = (),
     _check_parents(path, output)
     if resume:  # which checkpoint, if any, is for checkpoints.newest_complete to say
         return path
-    if not path.is_dir() or not any(path.iterdir()):
+    if not path.is_dir() or not any(path.iterdir()) or _only_empty_checkpoints(path):
         return path
     unfinished = _names(path) == {CHECKPOINTS} and any(
         any((path / CHECKPOINTS).glob(pattern)) for pattern in UNFINISHED
@@ -63,9 +130,6 @@ def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = (),
     resolved, cwd = path.resolve(), Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
         raise PlmError(f"--output {output} is the working directory or one of its parents; choose another --output.")
-    for item in inputs:
-        if item != "-" and (resolved == Path(item).resolve() or resolved in Path(item).resolve().parents):
-            raise PlmError(f"--output {output} holds the input {item}; choose another --output.")
     if not unfinished:
         foreign = _not_written_by_plm(path)
         if foreign:
@@ -74,6 +138,11 @@ def check_output_dir(output: str, overwrite: bool, inputs: tuple[str, ...] = (),
                 f"({_some(foreign)}), which would be lost; choose another --output."
             )
     return path
+
+
+def _only_empty_checkpoints(path: Path) -> bool:
+    """``path`` holds nothing but the empty checkpoints directory of a run killed before its first checkpoint."""
+    return _names(path) == {CHECKPOINTS} and (path / CHECKPOINTS).is_dir() and not _names(path / CHECKPOINTS)
 
 
 def plm_wrote(path: Path) -> Optional[dict]:
@@ -117,41 +186,18 @@ def _names(path: Path) -> set[str]:
         return set()
 
 
-def check_output_file(output: str, overwrite: bool, inputs: tuple[str, ...] = ()) -> Path:
-    """An output file that may be written: not a directory, not an existing file unless ``overwrite``, and never
-    a file the command reads (one of ``inputs``, or a file inside an input directory such as the model's)."""
+def check_output_file(output: str, overwrite: bool, option: str = "--output") -> Path:
+    """An output file that may be written: not a directory, and not an existing file unless ``overwrite``
+    (``check_places`` has refused one the command reads)."""
     path = Path(output)
-    read = _read_by(path, inputs)
-    if read is not None:
-        raise PlmError(f"--output {output} is {read}, which this command reads; choose another --output.")
     if path.is_dir():
-        raise PlmError(f"--output {output} is a directory; expected a file name.")
+        raise PlmError(f"{option} {output} is a directory; expected a file name.")
     if path.exists() and not overwrite:
-        raise PlmError(f"{output} already exists; pass --overwrite to replace it, or choose another --output.")
+        raise PlmError(f"{output} already exists; pass --overwrite to replace it, or choose another {option}.")
     _check_parents(path, output)
     if not path.parent.is_dir():
         raise PlmError(f"cannot write {output}: directory {path.parent} does not exist.")
     return path
-
-
-def _read_by(path: Path, inputs: tuple[str, ...]) -> Optional[str]:
-    """How an input of the command is reached through ``path`` ("the input file X", "a file of X"), or None.
-
-    A path is compared as written (absolute) and with its links resolved: replacing either name
-    would take the input's name, and a hard link to an input is the input itself.
-    """
-    names = {Path(os.path.abspath(path)), path.resolve()}
-    for item in inputs:
-        if not item or item == "-":
-            continue
-        source = Path(item)
-        places = {Path(os.path.abspath(source)), source.resolve()}
-        if source.is_dir():
-            if path.exists() and any(place in name.parents for name in names for place in places):
-                return f"a file of {item}"
-        elif names & places or (path.exists() and source.exists() and os.path.samefile(path, source)):
-            return f"the input file {item}"
-    return None
 
 
 def _check_parents(path: Path, output: str) -> None:
@@ -209,6 +255,7 @@ def claimed(output: Path) -> Iterator[Claim]:
     try:
         os.ftruncate(handle, 0)
         os.write(handle, f"{os.getpid()}\n".encode())
+        _remove_leftovers(output)
         yield Claim(output, frozenset(_names(output)))
     finally:
         os.unlink(lock)  # before the lock goes: a run waiting on this file finds it gone and locks a new one
@@ -218,6 +265,49 @@ def claimed(output: Path) -> Iterator[Claim]:
                 parent.rmdir()
             except OSError:  # not empty: the run wrote there
                 break
+
+
+def _remove_leftovers(output: Path) -> None:
+    """Remove the staging and backup directories a killed run (kill -9, a power cut) left beside ``output``.
+
+    Only a run holding the output's lock makes them, and this run holds it now: whoever made
+    them is gone. Nothing else is touched.
+    """
+    left = [
+        path
+        for pattern in (f".{output.name}.partial-*", f".{output.name}.old-*")
+        for path in output.parent.glob(pattern)
+        if path.is_dir() and not path.is_symlink()
+    ]
+    if left:
+        size = sum(item.stat().st_size for path in left for item in path.rglob("*") if item.is_file())
+        for path in left:
+            shutil.rmtree(path, ignore_errors=True)
+        console.info(
+            f"Removed what a run that was killed left beside {output} ({_some([p.name for p in left])}, "
+            f"{size / 1e6:.1f} MB)."
+        )
+
+
+def _remove_dead_files(path: Path) -> None:
+    """Remove the temporary files of ``path`` (``staged_file``'s) whose process is no longer running."""
+    for item in path.parent.glob(f".{path.name}.plm-*-*"):
+        pid = item.name[len(f".{path.name}.plm-") :].split("-", 1)[0]
+        if pid.isdigit() and item.is_file() and not item.is_symlink() and not _alive(int(pid)):
+            try:
+                item.unlink()
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _lock(lock: Path, output: Path) -> int:
@@ -340,7 +430,8 @@ def staged_file(path: Path, replace: bool) -> Iterator[TextIO]:
     took that name during the run (a hard link, which never replaces); if something did, it is
     left as it was, the new file goes to a free sibling name, and one line says where (exit 1).
     """
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    _remove_dead_files(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.plm-{os.getpid()}-", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
             yield stream

@@ -23,7 +23,7 @@ from plmcli.config import PredictConfig
 from plmcli.errors import PlmError
 from plmcli.formats import FORMAT_BY_SUFFIX, ChunkWriter
 from plmcli.inference import Classifier, load_for_inference
-from plmcli.outputs import check_output_file, staged_file
+from plmcli.outputs import check_output_file, check_places, staged_file
 
 CHUNK = 4096  # rows made and written at a time
 PROGRESS = 1000  # texts from which predicting shows a progress bar (on a terminal)
@@ -46,6 +46,7 @@ def predict(config: PredictConfig, write: Optional[Callable[[str], None]] = None
     """Predict with the model of ``config`` as its task does (plmcli.tasks); sentence models: ``predict_texts``."""
     from plmcli.tasks import use_of
 
+    check_places(config.places())  # never an input, --overwrite or not
     return use_of(config.model, config.allow_pickle).predict(config, write)
 
 
@@ -56,10 +57,9 @@ def predict_texts(config: PredictConfig, write: Optional[Callable[[str], None]] 
     and JSON lines go there as they come. A table, or a call without either, keeps every row in
     the result to render.
     """
-    inputs = (config.model, *([config.file] if config.file else []))  # never written, --overwrite or not
-    output = check_output_file(config.output, config.overwrite, inputs) if config.output else None
+    output = check_output_file(config.output, config.overwrite) if config.output else None
     chosen_format = output_format(config)
-    review = check_output_file(config.review_file, config.overwrite, inputs) if config.review_file else None
+    review = check_output_file(config.review_file, config.overwrite, "--review-file") if config.review_file else None
     review_format = _review_format(config.review_file) if review else None
     if config.file is not None:
         from plmcli import data  # pandas: only when reading a file

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import platform
 import shlex
 import sys
@@ -13,12 +14,33 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-from plmcli import __version__, console
+from plmcli import __version__, console, textfiles
+from plmcli.errors import RUNTIME_FAILURE, PlmError
 
 
 def write_json(path: Path, content: dict) -> None:
-    """Write a JSON report, pretty-printed, UTF-8, ending with a newline."""
-    path.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    """Write a JSON report, pretty-printed, UTF-8, ending with a newline; a NaN or infinity is never written."""
+    try:
+        text = json.dumps(content, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise PlmError(
+            f"{path.name} would hold a number that is NaN or infinite ({_non_finite(content)}); nothing was saved.",
+            RUNTIME_FAILURE,
+        ) from None
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _non_finite(content, where: str = "") -> str:
+    """The first key path of ``content`` whose number is NaN or infinite."""
+    items = content.items() if isinstance(content, dict) else enumerate(content) if isinstance(content, list) else ()
+    for key, value in items:
+        inner = f"{where}.{key}" if where else str(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            return inner
+        found = _non_finite(value, inner)
+        if found:
+            return found
+    return ""
 
 
 PACKAGES = (
@@ -52,7 +74,8 @@ def input_files(paths) -> dict:
             sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
         )
         for file in found:
-            files[str(file)] = {"bytes": file.stat().st_size, "sha256": file_digest(file)}
+            size, digest = textfiles.read_digest(file)  # as the run read it, not as the file is now
+            files[str(file)] = {"bytes": size, "sha256": digest}
     return files
 
 

@@ -17,9 +17,9 @@ tells predict, and its model card. The run does what every task shares, in this 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plmcli import checkpoints, console, memory, modeling, reporting, speed
+from plmcli import checkpoints, console, memory, modeling, reporting, speed, textfiles
 from plmcli.config import resume_settings
-from plmcli.outputs import LOGS, Claim, check_output_dir, claimed, staged_dir, writing
+from plmcli.outputs import LOGS, Claim, check_output_dir, check_places, claimed, staged_dir, writing
 from plmcli.tasks.base import Built, Finished, Task
 
 
@@ -41,8 +41,9 @@ def execute(task: Task) -> RunResult:
     check_tracker(config.report_to)
     source = task.source()
     local_model = (source.location,) if source is not None and source.local else ()
-    output = check_output_dir(config.output, config.overwrite, task.inputs() + local_model, resume=config.resume)
-    with claimed(output) as claim:  # no other plm run writes this output until this one ends
+    check_places(config.places())
+    output = check_output_dir(config.output, config.overwrite, resume=config.resume)
+    with claimed(output) as claim, textfiles.recording():  # no other plm run writes this output until this one ends
         return _run(task, source, claim, local_model)
 
 

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -30,6 +30,18 @@ from plmcli.config import ServeConfig
 from plmcli.errors import RUNTIME_FAILURE, PlmError
 
 WARM_UP = "A short text that warms the model up."
+ERRORS = {  # every error answer is {"error": "one line"}; what each status means here
+    400: "The request is not well-formed HTTP, or its body is not JSON.",
+    401: "The API key is missing or wrong (--api-key).",
+    404: "No such path.",
+    405: "The path does not take this method.",
+    408: "The body did not arrive within --timeout.",
+    413: "The body, or its number of texts, is over the server's limit.",
+    422: "The JSON is not a request this model can answer (the message says which field).",
+    500: "The model failed on these texts; the server's log has one line on it.",
+    503: "The model is still loading.",
+    504: "No answer within --timeout.",
+}
 CPU_FORWARD = 8  # texts per forward pass on a CPU
 
 
@@ -91,9 +103,12 @@ class Batcher:
                 self.worker, self.classifier.scores, texts, self.forward, pairs
             )
         except Exception as exc:  # answered as a 500 (a PlmError as its line), the server goes on
-            for job in jobs:
-                if not job.answer.done():
-                    job.answer.set_exception(exc)
+            if len(jobs) > 1:  # one request's texts must not fail the others': each runs again alone
+                for job in jobs:
+                    await self._answer([job])
+                return
+            if not jobs[0].answer.done():
+                jobs[0].answer.set_exception(exc)
             return
         start = 0
         for job in jobs:
@@ -138,14 +153,19 @@ class Edge:
                 status[0] = message["status"]
             await send(message)
 
+        declared = headers.get(b"content-length", b"0").strip()
         if self.key is not None and scope["path"] != "/health" and not _authorised(headers, self.key):
             await _respond(sending, 401, "missing or wrong API key: send the header 'Authorization: Bearer KEY'.")
-        elif int(headers.get(b"content-length") or 0) > self.config.max_body_bytes:
-            await _respond(
-                sending, 413, f"the body is larger than {self.config.max_body_bytes} bytes (--max-body-bytes)."
-            )
+        elif not declared.isdigit():
+            await _respond(sending, 400, "the Content-Length header is not a number of bytes.")
+        elif int(declared) > self.config.max_body_bytes:
+            await _respond(sending, 413, self.too_large)
         else:
-            await self.app(scope, receive, sending)
+            body, problem = await self._body(receive)
+            if problem is not None:
+                await _respond(sending, *problem)
+            elif body is not None:  # else the client left before its body came: nobody to answer
+                await self._run(scope, _replay(body, receive), sending, status)
         client = scope.get("client") or ("-",)
         logged = state.get("logged") if self.config.log_texts else None  # texts only when asked
         console.info(
@@ -153,6 +173,81 @@ class Edge:
             f"batch={state.get('batch', 0)} {1000 * (time.perf_counter() - started):.1f} ms"
             + (f" {json.dumps(logged, ensure_ascii=False)}" if logged else "")
         )
+
+    @property
+    def too_large(self) -> str:
+        return f"the body is larger than {self.config.max_body_bytes} bytes (--max-body-bytes)."
+
+    async def _body(self, receive) -> tuple[Optional[bytes], Optional[tuple[int, str]]]:
+        """The whole body, however it is sent (chunked too), read up to --max-body-bytes within --timeout.
+
+        (body, None), or (None, (status, message)) to answer instead; (None, None) when the client left.
+        """
+        loop = asyncio.get_running_loop()
+        deadline, chunks, size = loop.time() + self.config.timeout, [], 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                return None, (408, f"the body did not arrive within {self.config.timeout:g} s (--timeout).")
+            if message["type"] == "http.disconnect":
+                return None, None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.config.max_body_bytes:
+                return None, (413, self.too_large)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), None
+
+    async def _run(self, scope, receive, send, status: list) -> None:
+        """The app on one request; a bug inside it is a JSON 500 with one line in the log, never a plain-text page."""
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            console.error(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            if not status[0]:
+                await _respond(send, 500, "internal error; the server's log has one line on it.")
+
+
+def _replay(body: bytes, receive):
+    """An ASGI receive that gives the app the body read already, then waits on the client (a disconnect)."""
+    given = False
+
+    async def replay():
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def json_errors_protocol():
+    """uvicorn's HTTP protocol answering malformed HTTP with plm's JSON error instead of plain text.
+
+    The one place plm reaches into uvicorn: its protocols' ``send_400_response``. Where a uvicorn
+    version lacks it, the stock protocol ("auto") serves, with its plain-text answer.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as stock
+    except ImportError:  # no httptools: uvicorn's pure-Python protocol
+        from uvicorn.protocols.http.h11_impl import H11Protocol as stock
+    if not callable(getattr(stock, "send_400_response", None)):
+        return "auto"
+
+    class JsonErrors(stock):
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps({"error": f"malformed HTTP request ({msg.rstrip('.')})."}).encode()
+            head = (
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            )
+            self.transport.write(head.encode("ascii") + body)
+            self.transport.close()
+
+    return JsonErrors
 
 
 async def _respond(send, status: int, message: str) -> None:
@@ -223,6 +318,22 @@ def create_app(config: ServeConfig, load: Optional[Callable[[], object]] = None)
         all_scores: StrictBool = False
         min_score: Optional[float] = Field(None, gt=0, lt=1)  # below it a row's label is null (abstains)
 
+    class ErrorBody(BaseModel):
+        error: str  # one line: what was wrong, and what to send instead
+
+    class PredictResponse(BaseModel):
+        predictions: list[dict[str, Any]]  # per text, the fields `plm predict --format json` writes
+
+    class HealthResponse(BaseModel):
+        status: str
+
+    def answers(model, *statuses: int) -> dict:
+        """A route's answers for the OpenAPI schema (documented, not validated at run time): ``model`` with
+        200, an ErrorBody with each of ``statuses``."""
+        return {200: {"model": model}} | {
+            status: {"model": ErrorBody, "description": ERRORS[status]} for status in statuses
+        }
+
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
@@ -240,19 +351,21 @@ def create_app(config: ServeConfig, load: Optional[Callable[[], object]] = None)
             return error(422, 'the body must be a JSON object like {"texts": ["..."]}, sent as application/json.')
         return error(422, f"{where}: {problem.get('msg', 'invalid')}.")
 
-    @app.get("/health")
+    everywhere = (400, 401, 404, 405, 408, 413, 500, 503)
+
+    @app.get("/health", response_model=None, responses=answers(HealthResponse, *everywhere))
     async def health():
         if not state.ready:
             return error(503, "the model is loading.")
         return {"status": "ok"}
 
-    @app.get("/metadata")
+    @app.get("/metadata", response_model=None, responses=answers(dict[str, Any], *everywhere))
     async def metadata():
         if not state.ready:
             return error(503, "the model is loading.")
         return describe(config, state.classifier, state.use)
 
-    @app.post("/predict")
+    @app.post("/predict", response_model=None, responses=answers(PredictResponse, *everywhere, 422, 504))
     async def predict(body: PredictRequest, request: Request):
         if not state.ready:
             return error(503, "the model is loading.")
@@ -290,6 +403,15 @@ def _check(body, config: ServeConfig) -> Optional[tuple[int, str]]:
         return 422, "texts is empty: give at least one text."
     if count > config.max_texts_per_request:
         return 413, f"{count} texts in one request; at most {config.max_texts_per_request} (--max-texts-per-request)."
+    for name, items in (("texts", body.texts), ("text_pairs", body.text_pairs or [])):
+        for number, text in enumerate(items):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:  # JSON's \ud800 escapes: a lone surrogate is no character
+                return 422, (
+                    f"{name}.{number} is not text: it holds a lone surrogate (\\u{ord(text[exc.start]):04x}) at "
+                    f"character {exc.start + 1}; send UTF-8 text."
+                )
     empty = next((i for i, text in enumerate(body.texts) if not text.strip()), None)
     if empty is not None:
         return 422, f"texts.{empty} is empty; give texts with words in them."
@@ -394,13 +516,15 @@ def serve(config: ServeConfig) -> None:
     from plmcli import modeling
 
     modeling.resolve(config.model, config.allow_pickle)  # a missing or broken directory is said before serving
-    _check_port(config.host, config.port)
+    listening = _listen(config.host, config.port)
+    port = listening.getsockname()[1]  # the one bound: --port 0 takes a free one
     app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(
             Edge(app, config),
             host=config.host,
-            port=config.port,
+            port=port,
+            http=json_errors_protocol(),
             log_level="warning",
             access_log=False,
             lifespan="on",
@@ -410,25 +534,33 @@ def serve(config: ServeConfig) -> None:
     state: _State = app.state.plm
     state.stop = lambda: setattr(server, "should_exit", True)
     console.info(
-        f"Serving {config.model} at http://{config.host}:{config.port} (POST /predict, GET /health and /metadata; "
-        "docs at /docs). Loading the model ..."
+        f"Serving {config.model} at http://{_url_host(config.host)}:{port} (POST /predict, GET /health and "
+        "/metadata; docs at /docs). Loading the model ..."
     )
-    with interrupts.graceful():  # uvicorn answers what is in flight; the signal then ends plm with exit 0
-        server.run()
+    with interrupts.graceful(), listening:  # uvicorn answers what is in flight; the signal then ends plm, exit 0
+        server.run(sockets=[listening])
     if state.failure is not None:  # the model did not load: its error line (or a bug's traceback)
         raise state.failure
     console.info("Stopped.")
 
 
-def _check_port(host: str, port: int) -> None:
-    """Refuse a port another program holds, in one line, before loading anything."""
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, made before anything loads; a port another program holds is one line."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise PlmError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port or --host.",
-                RUNTIME_FAILURE,
-            ) from None
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+        listening.listen(2048)
+    except OSError as exc:
+        listening.close()
+        raise PlmError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port or --host.",
+            RUNTIME_FAILURE,
+        ) from None
+    listening.set_inheritable(True)
+    return listening

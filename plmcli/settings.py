@@ -8,8 +8,11 @@ the same way: the kind then comes from transformers' ``problem_type`` and the ar
 Standard library only: it is read before torch is imported.
 """
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
+
+from plmcli.errors import RUNTIME_FAILURE, PlmError
 
 SINGLE_LABEL = "single-label"
 MULTI_LABEL = "multi-label"
@@ -46,16 +49,49 @@ class ModelSettings:
         values = {key: value for key, value in section.items() if key in known}
         if values.get("task") not in TASKS:
             values["task"] = _older_task(section, raw)
-        return cls(**values)
+        settings = cls(**values)
+        if settings.task == REGRESSION and not _a_scale(settings.target_scale):
+            raise PlmError(
+                f"config.json's plm.target_scale is {settings.target_scale!r}, not a finite mean and a positive "
+                "finite standard deviation: the model directory is damaged. Train it again."
+            )
+        return settings
 
     def to_dict(self) -> dict:
-        """The section as config.json holds it: the fields that are set."""
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        """The section as config.json holds it: the fields that are set (never a NaN or an infinity)."""
+        section = {key: value for key, value in asdict(self).items() if value is not None}
+        broken = [key for key, value in section.items() if not _finite(value)]
+        if broken:
+            raise PlmError(
+                f"the model's {', '.join(broken)} would be saved as NaN or infinite; nothing was saved.",
+                RUNTIME_FAILURE,
+            )
+        return section
 
     @property
     def calibrated(self) -> bool:
         """Whether the scores are single-label probabilities that a temperature (or map) may calibrate."""
         return self.task == SINGLE_LABEL
+
+
+def _finite(value) -> bool:
+    """Every number in ``value`` (a number, or lists and dicts of them) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    return True
+
+
+def _a_scale(scale) -> bool:
+    """A regression model's target scale: a finite mean and a positive finite standard deviation."""
+    if not isinstance(scale, dict):
+        return scale is None  # older plm versions saved none, and predicted in standardised units
+    mean, std = scale.get("mean"), scale.get("std")
+    numbers = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (mean, std))
+    return numbers and math.isfinite(mean) and math.isfinite(std) and std > 0
 
 
 def _older_task(section: dict, raw: dict) -> str:

@@ -4,16 +4,23 @@ Every reader of text (tables, lines to predict, corpora) starts here, so a ``.cs
 its CSV, a spreadsheet exported as UTF-16 reads as its text, and bytes that are plainly not text
 (a ZIP archive such as an .xlsx workbook, NUL bytes, control characters) get one line saying so,
 never advice to try another 8-bit encoding.
+
+Within a run (``recording``) every file read here is remembered by the size and sha256 of the
+bytes actually read, in the same pass: the manifest and --resume record those, and a file whose
+bytes differ between two reads of one run stops it in one line.
 """
 
 import codecs
 import gzip
+import hashlib
 import io
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
-from plmcli.errors import PlmError, undecodable
+from plmcli.errors import RUNTIME_FAILURE, PlmError, undecodable
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a ZIP archive (.xlsx, .docx, .zip), or an empty one
@@ -27,9 +34,71 @@ CONTROL = bytes(sorted(set(range(32)) - {9, 10, 12, 13}))  # bytes text does not
 SAMPLE = 1 << 16  # how much of a file is looked at for control characters
 
 
+_read: Optional[dict[str, tuple[int, str]]] = None  # the current run's files: {resolved path: (bytes, sha256)}
+
+
+@contextmanager
+def recording() -> Iterator[None]:
+    """Remember what the run reads (see the module's docstring); a run within a run shares the outer record."""
+    global _read
+    if _read is not None:
+        yield
+        return
+    _read = {}
+    try:
+        yield
+    finally:
+        _read = None
+
+
+def _note(path: Path, size: int, digest: str) -> None:
+    """Remember a whole read of ``path``; refuse a file that read differently before in this run."""
+    if _read is None:
+        return
+    seen = _read.setdefault(str(Path(path).resolve()), (size, digest))
+    if seen != (size, digest):
+        raise PlmError(
+            f"{path} changed while this run was reading it; run again once nothing is writing to it.", RUNTIME_FAILURE
+        )
+
+
+def read_digest(path: Path) -> tuple[int, str]:
+    """The size and sha256 of ``path`` as this run read it (read now, and remembered, if it has not been)."""
+    if _read is not None and str(Path(path).resolve()) in _read:
+        return _read[str(Path(path).resolve())]
+    hashing = _Hashing(open(path, "rb", buffering=0))
+    with hashing:
+        while hashing.read(1 << 20):
+            pass
+    _note(path, hashing.size, hashing.digest.hexdigest())
+    return hashing.size, hashing.digest.hexdigest()
+
+
+class _Hashing(io.RawIOBase):
+    """A binary file that hashes the bytes read through it."""
+
+    def __init__(self, raw) -> None:
+        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.raw.readinto(buffer)
+        if count:
+            self.digest.update(memoryview(buffer)[:count])
+            self.size += count
+        return count
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
 def read_bytes(path: Path) -> bytes:
     """A file's bytes, decompressed when they are gzip: named ``.gz``, or starting with gzip's magic number."""
     raw = path.read_bytes()
+    _note(path, len(raw), hashlib.sha256(raw).hexdigest())
     if raw[:2] != GZIP_MAGIC and path.suffix.lower() != ".gz":
         return raw
     try:
@@ -93,14 +162,23 @@ def byte_lines(path: Path) -> Iterator[bytes]:
     byte-order mark re-encoded as UTF-8, binary data at its start refused."""
     with open(path, "rb") as raw:
         compressed = raw.peek(2)[:2] == GZIP_MAGIC or path.suffix.lower() == ".gz"
+    hashing = _Hashing(open(path, "rb", buffering=0))  # the file's sha256, taken in this same pass
+    buffered = io.BufferedReader(hashing)
     try:
-        with gzip.open(path, "rb") if compressed else open(path, "rb") as stream:
+        with gzip.GzipFile(fileobj=buffered) if compressed else buffered as stream:
             head = stream.peek(SAMPLE)  # what the buffer holds: a few KiB at least, unless the file is shorter
             codec = next((codec for bom, codec in BOMS if head.startswith(bom)), None)
             if codec is None:
                 _refuse_binary(head, str(path))  # a NUL byte further on is for the reader to find, by line
                 yield from stream
             else:
-                yield from (line.encode("utf-8") for line in io.TextIOWrapper(stream, encoding=codec, newline=""))
+                text = io.TextIOWrapper(stream, encoding=codec, newline="")
+                yield from (line.encode("utf-8") for line in text)
+                text.detach()  # the stream stays open: the rest of the file is still to hash
+            while buffered.read(1 << 20):  # what gzip left unread is in the file's sha256 too
+                pass
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # other OSErrors (permissions, EIO) are not this
         raise PlmError(f"{path} is not a valid gzip file ({exc}).") from exc
+    finally:
+        hashing.close()
+    _note(path, hashing.size, hashing.digest.hexdigest())

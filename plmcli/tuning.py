@@ -20,6 +20,7 @@ While it runs, the study and the best trial's model live under ``OUTPUT/checkpoi
 or SIGTERM ends the current trial, writes the best model so far and exits 130 / 143.
 """
 
+import contextlib
 import gc
 import json
 import math
@@ -33,10 +34,10 @@ from typing import Optional
 
 import numpy as np
 
-from plmcli import checkpoints, console, reporting
+from plmcli import checkpoints, console, reporting, textfiles
 from plmcli.config import FinetuneConfig, TuneConfig
 from plmcli.errors import Interrupted, PlmError
-from plmcli.outputs import CHECKPOINTS, LOGS, MANIFEST, check_output_dir, claimed, staged_dir, writing
+from plmcli.outputs import CHECKPOINTS, LOGS, MANIFEST, check_output_dir, check_places, claimed, staged_dir, writing
 from plmcli.run import execute
 from plmcli.training import check_tracker, tracking
 
@@ -69,10 +70,10 @@ def tune(config: TuneConfig) -> TuneResult:
     optuna = _optuna()
     started = time.monotonic()
     deadline = started + config.budget_seconds
-    inputs = tuple(item for item in (config.data, config.validation) if item)
-    output = check_output_dir(config.output, config.overwrite, inputs, resume=config.resume)
+    check_places(config.places())
+    output = check_output_dir(config.output, config.overwrite, resume=config.resume)
     check_tracker(config.report_to)
-    with claimed(output) as claim:
+    with claimed(output) as claim, textfiles.recording():  # every trial reads the data as the first one did
         store = checkpoints.run_dir(output)
         study = _study(optuna, config, output, store)
         search = Search(config, study, store, started, deadline)
@@ -114,9 +115,19 @@ def _study(optuna, config: TuneConfig, output: Path, store: Path):
                 raise PlmError(f"nothing to resume: {config.output} holds no {STUDY}. Run again without --resume.")
             store.mkdir(parents=True, exist_ok=True)
             shutil.copy2(kept, store / STUDY)
+            try:
+                return _opened(optuna, config, store, direction)
+            except PlmError:  # refused: the output stays as the finished tune left it
+                shutil.rmtree(store, ignore_errors=True)
+                raise
     else:
         shutil.rmtree(store, ignore_errors=True)
         store.mkdir(parents=True)
+    return _opened(optuna, config, store, direction)
+
+
+def _opened(optuna, config: TuneConfig, store: Path, direction: str):
+    """The study in ``store`` (new, or resumed when it matches this run's metric and data)."""
     storage = f"sqlite:///{(store / STUDY).resolve()}"
     finished = 0
     if config.resume:
@@ -137,6 +148,19 @@ def _study(optuna, config: TuneConfig, output: Path, store: Path):
             f"the study in {config.output} optimised --metric {stored}; pass that, or start again with --overwrite."
         )
     study.set_user_attr("metric", config.metric)
+    read = {  # what each trial trains and is scored on: a file by its sha256, as this run read it
+        option: textfiles.read_digest(Path(path))[1] if Path(path).is_file() else path
+        for option, path in (("the data file", config.data), ("--validation", config.validation))
+        if path
+    }
+    recorded = study.user_attrs.get("data")
+    if recorded is not None and recorded != read:  # trials scored on two data sets do not compare
+        changed = [option for option in ("the data file", "--validation") if recorded.get(option) != read.get(option)]
+        raise PlmError(
+            f"the study in {config.output} was run on other data ({' and '.join(changed)} changed since); "
+            "resume with the data it was run on, or start again with --overwrite."
+        )
+    study.set_user_attr("data", read)
     return study
 
 
@@ -199,7 +223,7 @@ class Search:
         from plmcli.tasks import for_finetune
 
         task = for_finetune(trial_config)
-        watch = _watch(trial, config.metric, None if trial is None else self.deadline)
+        watch = _watch(trial, config.metric, self.deadline)
         task.callbacks.append(watch)
         console.info(f"Trial {number}: {_describe(params)}")
         began = time.monotonic()
@@ -211,6 +235,17 @@ class Search:
             raise
         seconds = time.monotonic() - began
         gc.collect()  # the trial's model, optimizer state and data go before the next trial
+        if trial is None and watch.stopped:  # the defaults trial cut short: no model worth keeping, nothing to compare
+            shutil.rmtree(self.store, ignore_errors=True)  # a study without a trial
+            with contextlib.suppress(OSError):
+                self.store.parent.rmdir()  # the output, when this run made it
+            done, total = watch.steps
+            raise PlmError(
+                f"--budget {config.budget} ran out during the first trial (the defaults: {done} of {total} training "
+                f"steps in {watch.training_seconds:.0f} s, so it needs about "
+                f"{seconds + watch.training_seconds * (total / max(done, 1) - 1):.0f} s here); nothing was kept. "
+                "Give a larger --budget."
+            )
         rows = result.metrics["train"]["samples"]
         epochs_run = result.metrics["train"]["steps"] / max(math.ceil(rows / params["batch_size"]), 1)
         entry = {
@@ -382,6 +417,9 @@ def _watch(trial, metric: str, deadline: Optional[float]):
         def __init__(self) -> None:
             self.values: list[float] = []
             self.stopped = ""  # why the trial was stopped early, if it was
+            self.steps = (0, 0)  # (done, planned) training steps
+            self.began: Optional[float] = None
+            self.training_seconds = 0.0
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             value = (metrics or {}).get(f"eval_{metric}")
@@ -394,7 +432,12 @@ def _watch(trial, metric: str, deadline: Optional[float]):
                     self.stopped = f"{metric} {value:.4f} after epoch {len(self.values)} is behind earlier trials"
                     control.should_training_stop = True
 
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.began = time.monotonic()
+
         def on_step_end(self, args, state, control, **kwargs):
+            self.steps = (state.global_step, state.max_steps)
+            self.training_seconds = time.monotonic() - (self.began or time.monotonic())
             if deadline is not None and time.monotonic() > deadline:
                 self.stopped = "the budget ran out"
                 control.should_training_stop = True

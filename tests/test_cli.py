@@ -172,7 +172,10 @@ def test_predict_options_reach_the_config(cli, monkeypatch):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["finetune", "d.csv", "--epochs", "0"], "Error: --epochs must be a finite number greater than 0; got 0.0."),
+        (
+            ["finetune", "d.csv", "--epochs", "0"],
+            "Error: --epochs must be a finite number greater than 0 and at most 10000; got 0.0.",
+        ),
         (
             ["finetune", "d.csv", "--validation-split", "1"],
             "Error: --validation-split must be between 0 and 1 (a share); got 1.0.",
@@ -190,6 +193,39 @@ def test_bad_options_exit_2_with_an_error_line(cli, args, message):
     assert run.exit_code == 2
     assert run.error_line.startswith("Error: ") and message.removeprefix("Error: ") in run.error_line
     assert "Traceback" not in run.stderr
+
+
+BIG = str(2**62)
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["finetune", "d.csv", "--batch-size", BIG], "--batch-size"),
+        (["finetune", "d.csv", "--max-length", BIG], "--max-length"),
+        (["finetune", "d.csv", "--epochs", "1e20"], "--epochs"),
+        (["finetune", "d.csv", "--save-steps", BIG], "--save-steps"),
+        (["audit", "d.csv", "--batch-size", BIG], "--batch-size"),
+        (["tune", "d.csv", "--trials", BIG], "--trials"),
+        (["pretrain", "c.txt", "--max-steps", BIG], "--max-steps"),
+        (["pretrain", "c.txt", "--preprocessing-workers", BIG], "--preprocessing-workers"),
+        (["pretrain", "c.txt", "--from-scratch", "--vocab-size", BIG], "--vocab-size"),
+        (["predict", "x", "--batch-size", BIG], "--batch-size"),
+        (["predict", "x", "--top-k", BIG], "--top-k"),
+        (["evaluate", "d.csv", "--max-length", BIG], "--max-length"),
+        (["fill-mask", "a [MASK]", "--top-k", BIG], "--top-k"),
+        (["serve", "--max-batch-size", BIG], "--max-batch-size"),
+        (["serve", "--max-body-bytes", BIG], "--max-body-bytes"),
+        (["serve", "--timeout", "1e300"], "--timeout"),
+        (["serve", "--max-wait-ms", "1e300"], "--max-wait-ms"),
+    ],
+)
+def test_every_count_and_size_option_has_a_sane_range_checked_before_any_work(cli, args, option):
+    from plmcli.config import LIMITS
+
+    run = cli(*args)
+    assert run.exit_code == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.error_line.startswith(f"Error: {option} must be ") and f"{LIMITS[option]:g}" in run.error_line
 
 
 def test_debug_shows_the_traceback(cli, tmp_path):

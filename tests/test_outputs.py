@@ -201,3 +201,68 @@ def test_training_never_writes_over_its_data_or_base_model(cli, tiny_base, tiny_
         run = cli(*args, "--overwrite", "--device", "cpu")
         assert run.exit_code == 2 and message in run.error_line, (args, run.stderr)
     assert snapshot(tmp_path) == before
+
+
+def test_every_command_refuses_an_output_that_is_an_input_or_another_output(cli, tiny_base, tiny_classifier, tmp_path):
+    rows = [("good", "positive"), ("bad", "negative")] * 20
+    data = write_csv(tmp_path / "train.csv", ["text", "label"], rows)
+    run = tmp_path / "run"
+    run.mkdir()
+    inside = write_csv(run / "train.csv", ["text", "label"], rows)
+    (tmp_path / "link-run").symlink_to(run)
+    (tmp_path / "link-model").symlink_to(tiny_classifier)
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("some text to read\n", encoding="utf-8")
+    before = snapshot(tmp_path), snapshot(tiny_classifier)
+    predict = ["predict", "--model", tiny_classifier, "a good film", "--min-score", "0.5"]
+    cases = [
+        (
+            [*predict, "--output", tmp_path / "a.csv", "--review-file", tmp_path / "corpus" / ".." / "a.csv"],
+            f"--output {tmp_path}/a.csv and --review-file {tmp_path}/corpus/../a.csv are the same file",
+        ),
+        ([*predict, "--review-file", tmp_path / "link-model" / "config.json"], "is a file of"),
+        (["finetune", inside, "--model", tiny_base, "--output", tmp_path / "link-run", "--resume"], "holds the input"),
+        (["tune", data, "--validation", inside, "--output", run, "--resume", "--budget", "1m"], "holds the input"),
+        (["audit", data, "--output", tmp_path / "audit", "--fix-out", tmp_path / "audit" / "clean.csv"], "is inside"),
+        (["evaluate", data, "--model", tiny_classifier, "--output", tmp_path / "link-model"], "holds the input"),
+        (["pretrain", tmp_path / "corpus", "--model", tiny_base, "--output", tmp_path / "corpus" / ".."], "holds"),
+    ]
+    for args, message in cases:
+        for extra in ((), ("--overwrite",)) if "--resume" not in args else ((),):
+            result = cli(*args, *extra)
+            assert result.exit_code == 2 and message in result.error_line, (args, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (snapshot(tmp_path), snapshot(tiny_classifier)) == before
+
+
+def test_the_next_run_removes_what_a_killed_run_left_and_only_that(cli, tiny_base, sentiment_csv, tmp_path):
+    import signal
+    import time
+
+    output = tmp_path / "model"
+    process = subprocess.Popen(
+        plm_command("finetune", sentiment_csv, "--model", tiny_base, "--output", output, *FAST, "--epochs", "50"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".model.partial-*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # no handler runs: the staging directory and the lock stay
+    process.wait()
+    left = list(tmp_path.glob(".model.partial-*"))
+    assert left and (tmp_path / ".model.plm-lock").exists()
+    (tmp_path / ".model.old-x").mkdir()  # a backup a rename left when killed
+    (tmp_path / ".model.old-x" / "model.safetensors").write_bytes(b"old")
+    dead = tmp_path / ".labels.csv.plm-999999999-abc"  # a killed predict's temporary file (no such process)
+    alive = tmp_path / f".labels.csv.plm-{os.getpid()}-abc"  # one a running predict is writing
+    other = tmp_path / ".model.partial.notes"  # not plm's
+    for path in (dead, alive, other):
+        path.write_text("x", encoding="utf-8")
+    again = cli("finetune", sentiment_csv, "--model", tiny_base, "--output", output, *FAST)
+    assert again.exit_code == 0, again.stderr
+    assert "Removed what a run that was killed left beside" in again.stderr
+    predicted = cli("predict", "--model", output, "a good film", "--output", tmp_path / "labels.csv")
+    assert predicted.exit_code == 0, predicted.stderr
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == sorted(["reviews.csv", "model", "labels.csv", alive.name, other.name]), names

@@ -184,3 +184,75 @@ def test_serve_answers_a_regressors_value_as_predict_does(cli, regressor):
     assert set(answer.json()["predictions"][0]) == {"value"}
     assert refused.status_code == 422 and "regression model" in refused.json()["error"]
     assert (metadata["task"], metadata["labels"]) == ("regression", None)
+
+
+@pytest.mark.parametrize(
+    "targets, shown",
+    [
+        (["1e200", "3e200", "2e200"], "from 1e+200 to 3e+200"),
+        (["-1e151", "5", "7"], "from -1e+151 to 7"),
+        (["1e-300", "3e-300", "2e-300"], "from 1e-300 to 3e-300"),
+        (["-1e200", "0", "1"], "from -1e+200 to 1"),
+    ],
+)
+def test_targets_beyond_float64_are_refused_in_one_line_naming_the_column(cli, tiny_base, tmp_path, targets, shown):
+    rows = [(text, targets[i % len(targets)]) for i, (text, _) in enumerate(rated_rows(30))]
+    data = write_csv(tmp_path / "big.csv", ["review", "rating"], rows)
+    run = cli(*finetune_args(tiny_base, data, tmp_path / "model"))
+    assert run.exit_code == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert run.error_line.startswith(f"Error: {data}: the target column 'rating' holds numbers {shown}; plm trains")
+    assert "Rescale the column first" in run.error_line and "--lr" not in run.error_line
+    assert not (tmp_path / "model").exists()
+
+
+def test_large_targets_within_range_train_and_answer_finite_values(cli, tiny_base, tmp_path):
+    rows = [(text, f"{float(y) * 1e140:g}") for text, y in rated_rows(60)]
+    data = write_csv(tmp_path / "large.csv", ["review", "rating"], rows)
+    output = tmp_path / "model"
+    run = cli(*finetune_args(tiny_base, data, output, "--epochs", "1"))
+    assert run.exit_code == 0, run.stderr
+    scale = json.loads((output / "config.json").read_text())["plm"]["target_scale"]
+    assert 8e140 <= scale["mean"] <= 13e140 and 0 < scale["std"] < 1e141
+    metrics = json.loads((output / "metrics.json").read_text())  # write_json allows no NaN nor infinity
+    assert metrics["validation"]["mse"] > 0
+    predicted = cli("predict", "--model", output, "good great film", "--format", "json", "--device", "cpu")
+    assert predicted.exit_code == 0 and 1e139 < json.loads(predicted.stdout)[0]["value"] < 1e142
+    evaluated = cli("evaluate", data, "--model", output, "--device", "cpu", "--format", "json")
+    assert evaluated.exit_code == 0, evaluated.stderr
+
+
+@pytest.mark.parametrize(
+    "scale", [{"mean": 10.0, "std": "Infinity"}, {"mean": "NaN", "std": 1.0}, {"mean": 1.0, "std": 0}]
+)
+def test_a_regressor_with_a_broken_scale_is_refused_by_every_command(cli, regressor, tmp_path, scale):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(regressor, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["plm"]["target_scale"] = scale
+    text = json.dumps(config).replace('"Infinity"', "Infinity").replace('"NaN"', "NaN")
+    (broken / "config.json").write_text(text, encoding="utf-8")
+    data = write_csv(tmp_path / "dev.csv", ["review", "rating"], rated_rows(10))
+    for args in (
+        ("predict", "--model", broken, "good great film"),
+        ("evaluate", data, "--model", broken, "--output", tmp_path / "report"),
+        ("serve", "--model", broken, "--port", "0"),
+    ):
+        run = cli(*args, "--device", "cpu")
+        assert run.exit_code == 2, (args, run.stderr)
+        assert "config.json's plm.target_scale is" in run.error_line and "damaged" in run.error_line
+    assert not (tmp_path / "report").exists()
+
+
+def test_no_nan_or_infinity_is_ever_saved(tmp_path):
+    from plmcli.errors import RUNTIME_FAILURE, PlmError
+    from plmcli.reporting import write_json
+    from plmcli.settings import ModelSettings
+
+    with pytest.raises(PlmError) as refused:
+        write_json(tmp_path / "metrics.json", {"validation": {"mse": 1.0, "r2": float("nan")}})
+    assert refused.value.exit_code == RUNTIME_FAILURE and "validation.r2" in str(refused.value)
+    assert not (tmp_path / "metrics.json").exists()
+    with pytest.raises(PlmError, match="target_scale would be saved as NaN or infinite"):
+        ModelSettings(task="regression", target_scale={"mean": 1.0, "std": float("inf")}).to_dict()

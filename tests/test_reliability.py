@@ -465,7 +465,7 @@ def test_evaluate_never_writes_over_the_model_it_evaluates(cli, tiny_classifier,
 @pytest.mark.parametrize(
     "option, message",
     [
-        (("--epochs", "inf"), "--epochs must be a finite number greater than 0; got inf."),
+        (("--epochs", "inf"), "--epochs must be a finite number greater than 0 and at most 10000; got inf."),
         (("--lr", "inf"), "--lr must be a finite number greater than 0; got inf."),
         (("--seed", "-1"), "--seed must be between 0 and 4294967295; got -1."),
         (

@@ -393,7 +393,7 @@ def test_tune_optimises_entity_f1_and_audit_refuses_in_one_line(cli, ner_base, t
     data = write_conll(tmp_path / "train.conll", tagged_sentences(60))
     run = cli(
         "tune", data, "--task", "token-classification", "--model", ner_base, "--output", tmp_path / "tuned",
-        "--device", "cpu", "--precision", "fp32", "--budget", "1s",
+        "--device", "cpu", "--precision", "fp32", "--trials", "1",
     )  # fmt: skip
     assert run.exit_code == 0, run.stderr
     tuned = json.loads((tmp_path / "tuned" / "tune.json").read_text())

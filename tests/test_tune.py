@@ -36,9 +36,22 @@ def report(output):
     return json.loads((output / "tune.json").read_text())
 
 
-def test_a_tiny_budget_runs_the_defaults_trial_and_writes_a_usable_model(cli, tiny_base, reviews, tmp_path):
+def test_a_budget_too_small_for_the_defaults_trial_is_one_line_and_leaves_nothing(cli, tiny_base, reviews, tmp_path):
+    import time
+
+    many = write_csv(tmp_path / "many.csv", ["text", "label"], sentiment_rows(3000))  # minutes of training
+    began = time.monotonic()
+    run = cli(*tune_args(many, tmp_path / "tuned", tiny_base, "--budget", "1s"))
+    assert run.exit_code == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.error_line.startswith("Error: --budget 1s ran out during the first trial (the defaults: ")
+    assert "Give a larger --budget." in run.error_line
+    assert time.monotonic() - began < 60  # stopped at the budget, not after 3 epochs
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["many.csv", "reviews.csv"]
+
+
+def test_one_trial_runs_the_defaults_and_writes_a_usable_model(cli, tiny_base, reviews, tmp_path):
     output = tmp_path / "tuned"
-    run = cli(*tune_args(reviews, output, tiny_base, "--budget", "1s"))
+    run = cli(*tune_args(reviews, output, tiny_base, "--trials", "1"))
     assert run.exit_code == 0, run.stderr
     tuned = report(output)
     assert [t["number"] for t in tuned["trials"]] == [0]
@@ -46,7 +59,7 @@ def test_a_tiny_budget_runs_the_defaults_trial_and_writes_a_usable_model(cli, ti
     assert (
         first["params"]["epochs"] == 3 and first["params"]["batch_size"] == 32 and first["params"]["max_length"] == 32
     )
-    assert "budget" in tuned["stopped_because"]
+    assert "--trials 1 reached" in tuned["stopped_because"]
     assert tuned["best"]["command"].startswith("plm finetune ") and "--epochs 3" in tuned["best"]["command"]
     assert {"model.safetensors", "config.json", "metrics.json", "README.md", "tuning.png", "study.db"} <= {
         p.name for p in output.iterdir()
@@ -59,7 +72,7 @@ def test_a_tiny_budget_runs_the_defaults_trial_and_writes_a_usable_model(cli, ti
     assert cli(*command[1:], "--output", tmp_path / "again").exit_code == 0  # it trains the same model again
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())["validation"]
     assert again == json.loads((output / "metrics.json").read_text())["validation"]
-    rerun = cli(*tune_args(reviews, output, tiny_base, "--budget", "1s", "--overwrite"))
+    rerun = cli(*tune_args(reviews, output, tiny_base, "--trials", "1", "--overwrite"))
     assert rerun.exit_code == 0, rerun.stderr  # a tune's own output may be replaced
 
 
@@ -89,7 +102,8 @@ def test_trials_runs_that_many_and_a_hopeless_trial_is_pruned(cli, tiny_base, re
     assert "--trials 3 reached" in tuned["stopped_because"]
 
 
-def test_ctrl_c_keeps_the_best_model_and_resume_continues(cli, tiny_base, reviews, tmp_path, monkeypatch):
+def interrupt_second_trial(monkeypatch):
+    """Make the second trial of the next tune stop as Ctrl-C stops it; returns the real trial runner."""
     from plmcli import tuning
 
     run_trial = tuning.execute
@@ -102,6 +116,13 @@ def test_ctrl_c_keeps_the_best_model_and_resume_continues(cli, tiny_base, review
         return run_trial(task)
 
     monkeypatch.setattr(tuning, "execute", interrupted_second_trial)
+    return run_trial
+
+
+def test_ctrl_c_keeps_the_best_model_and_resume_continues(cli, tiny_base, reviews, tmp_path, monkeypatch):
+    from plmcli import tuning
+
+    run_trial = interrupt_second_trial(monkeypatch)
     output = tmp_path / "tuned"
     stopped = cli(*tune_args(reviews, output, tiny_base, "--trials", "2"))
     assert stopped.exit_code == 130

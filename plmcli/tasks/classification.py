@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from plmcli import console, data, modeling, reporting
+from plmcli import console, data, modeling, reporting, textfiles
 from plmcli.config import default_learning_rate
 from plmcli.errors import RUNTIME_FAILURE, PlmError
 from plmcli.inference import scores
@@ -498,7 +498,7 @@ def reduced_precision_check(
 
 def _digest(path: str) -> str:
     """A data file's sha256 (what --resume compares); a name that is not a file stands for itself."""
-    return reporting.file_digest(Path(path)) if Path(path).is_file() else path
+    return textfiles.read_digest(Path(path))[1] if Path(path).is_file() else path
 
 
 IMBALANCE = 3.0  # --class-weights auto: weigh the loss when the largest class has more than 3x the smallest's rows

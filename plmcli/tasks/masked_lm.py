@@ -143,7 +143,7 @@ class MaskedLMTask(Task):
         if self.streamed:
             files, sources = corpus_cache.read_files(config.corpus)
             self.text = corpus_cache.scan(files, sources)
-            self.corpus_lines, self.corpus_sha256 = corpus_cache.lines(files), self.text.sha256
+            self.corpus_lines, self.corpus_sha256 = corpus_cache.lines(files, self.text.digests), self.text.sha256
             summary, self.documents, self.line_count = self.text.describe(), self.text.documents, self.text.lines
         else:
             self.text = corpus.read_corpus(config.corpus)

@@ -37,7 +37,8 @@ class RegressionTask(SequenceTask):
             config.drop_invalid,
         )
         values = np.asarray(labelled.train_labels, dtype=np.float64)
-        self.scale = {"mean": float(values.mean()), "std": float(values.std())}
+        size = float(np.abs(values).max())  # scaled first: the squares of the standard deviation never overflow
+        self.scale = {"mean": float((values / size).mean() * size), "std": float((values / size).std() * size)}
         return labelled
 
     def describe_targets(self) -> str:

@@ -54,8 +54,7 @@ class TokenUse(Use):
         for name, (option, default) in SENTENCE_OPTIONS.items():
             if getattr(config, name) != default:
                 raise PlmError(f"{option} is for sentence classifiers; {config.model} tags words.")
-        inputs = (config.model, *([config.file] if config.file else []))
-        output = check_output_file(config.output, config.overwrite, inputs) if config.output else None
+        output = check_output_file(config.output, config.overwrite) if config.output else None
         tagged = config.file is not None and config.file != "-" and tokendata.is_tagged_file(config.file)
         if tagged and config.format is not None:
             raise PlmError(
