@@ -19,7 +19,7 @@ Each run has a fresh process; sides alternate --repeats times. Reported: trainin
 F1 on validation, the process's wall time and peak resident memory, and plm's ratios.
 
 Usage:
-    python bench/ner_vs_hf.py [--sentences 3000] [--epochs 1] [--repeats 1] [--sides plm,hf,hf_bf16]
+    python bench/ner_vs_hf.py [--sentences 3000] [--epochs 1] [--repeats 1] [--seed 42] [--sides plm,hf,hf_bf16]
 """
 
 import argparse
@@ -34,7 +34,7 @@ OUT = Path(__file__).resolve().parent / "out" / "ner-plm"
 SIDES = ("plm", "hf", "hf_bf16")
 
 
-def plain_hf(words, tags, dev_words, dev_tags, names, output_dir: str, epochs: float, bf16: bool) -> dict:
+def plain_hf(words, tags, dev_words, dev_tags, names, output_dir: str, epochs: float, bf16: bool, seed: int) -> dict:
     """run_ner.py: tokenize_and_align_labels (first sub-token labelled), the token collator, Trainer."""
     from datasets import Dataset
     from transformers import (
@@ -51,7 +51,7 @@ def plain_hf(words, tags, dev_words, dev_tags, names, output_dir: str, epochs: f
 
     model_dir = str(modeling.bundled_model_dir())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    set_seed(42)
+    set_seed(seed)
     label2id = {name: i for i, name in enumerate(names)}
     model = AutoModelForTokenClassification.from_pretrained(
         model_dir, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id
@@ -85,7 +85,7 @@ def plain_hf(words, tags, dev_words, dev_tags, names, output_dir: str, epochs: f
         num_train_epochs=epochs,
         save_strategy="no",
         report_to="none",
-        seed=42,
+        seed=seed,
         use_cpu=True,
         bf16=bf16,
         disable_tqdm=True,
@@ -109,7 +109,7 @@ def plain_hf(words, tags, dev_words, dev_tags, names, output_dir: str, epochs: f
     return {"samples_per_second": result.metrics["train_samples_per_second"], "f1": figures["f1"]}
 
 
-def run_plm(sentences: int, epochs: float) -> dict:
+def run_plm(sentences: int, epochs: float, seed: int) -> dict:
     from plmcli.config import FinetuneConfig
     from plmcli.run import finetune
 
@@ -123,6 +123,7 @@ def run_plm(sentences: int, epochs: float) -> dict:
             output=str(OUT),
             overwrite=True,
             device="cpu",
+            seed=seed,
         )
     )
     return {
@@ -137,7 +138,7 @@ def run_plm(sentences: int, epochs: float) -> dict:
 
 def run_child(args) -> None:
     if args.side == "plm":
-        return report(run_plm(args.sentences, args.epochs))
+        return report(run_plm(args.sentences, args.epochs, args.seed))
     from plmcli import tokendata
 
     train = tokendata.read_tagged(str(DATA / "train.txt"))
@@ -155,14 +156,15 @@ def run_child(args) -> None:
                 scratch,
                 args.epochs,
                 args.side == "hf_bf16",
+                args.seed,
             )
         )
 
 
-def measure(sentences, epochs: float, repeats: int, sides: list[str]) -> dict:
-    common = ["--epochs", str(epochs), *(["--sentences", str(sentences)] if sentences else [])]
+def measure(sentences, epochs: float, repeats: int, sides: list[str], seed: int) -> dict:
+    common = ["--epochs", str(epochs), "--seed", str(seed), *(["--sentences", str(sentences)] if sentences else [])]
     runs = alternate(__file__, {side: common for side in sides}, repeats)
-    summary = {"sentences": sentences or "all", "epochs": epochs, "machine": machine()}
+    summary = {"sentences": sentences or "all", "epochs": epochs, "seed": seed, "machine": machine()}
     for name, results in runs.items():
         summary[name] = {
             "samples_per_second": round(median(results, "samples_per_second"), 1),
@@ -190,13 +192,14 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=None, help="training sentences (default: all 14,041)")
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=42, help="of both sides: initial weights and data order")
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--output", help="also write the summary to this JSON file")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # one run, in a child process
     args = parser.parse_args()
     if args.side:
         return run_child(args)
-    summary = measure(args.sentences, args.epochs, args.repeats, args.sides.split(","))
+    summary = measure(args.sentences, args.epochs, args.repeats, args.sides.split(","), args.seed)
     text = json.dumps(summary, indent=2)
     print(text)
     if args.output:
