@@ -46,10 +46,16 @@ class Batch(dict):
 class Tokenizer:
     """tokenizer.json run by the tokenizers library, called the way predict calls a transformers tokenizer."""
 
-    def __init__(self, tokenizer, model_max_length: int, pad_token_id: int):
+    def __init__(self, tokenizer, model_max_length: int, pad_token_id: int, unk_token_id: Optional[int] = None):
         self.backend = tokenizer
         self.model_max_length = model_max_length
         self.pad_token_id = pad_token_id
+        self.unk_token_id = unk_token_id
+
+    @property
+    def backend_tokenizer(self):
+        """The tokenizers.Tokenizer, under transformers' name for it."""
+        return self.backend
 
     def __call__(self, texts, pairs=None, truncation: bool = True, max_length: Optional[int] = None) -> Batch:
         if truncation and max_length:
@@ -308,7 +314,8 @@ def load(directory: str) -> Optional[tuple[Tokenizer, Classifier]]:
     if pad_token_id is None:
         return None
     known = isinstance(limit, (int, float)) and 0 < limit < 1e9  # transformers writes 1e30 for "no limit"
-    tokenizer = Tokenizer(backend, int(limit) if known else 10**9, pad_token_id)
+    unk_token_id = backend.token_to_id(_token(settings, "unk_token", "[UNK]"))
+    tokenizer = Tokenizer(backend, int(limit) if known else 10**9, pad_token_id, unk_token_id)
     model = Classifier(Config(raw), raw, tensors)
     model.eval()
     return tokenizer, model

@@ -8,10 +8,11 @@ compares as both its texts, and a multi-label row's label is its set of labels.
 """
 
 from collections import Counter, defaultdict
+from itertools import chain
 
 import numpy as np
 
-from plmcli import data, modeling
+from plmcli import data, modeling, vocabulary
 from plmcli.config import CheckConfig
 
 EXAMPLES = 5  # examples listed per finding
@@ -92,7 +93,22 @@ def check(config: CheckConfig) -> dict:
     }
     report["max_length"] = config.max_length
     report["truncated_at_max_length"] = round(float((lengths > config.max_length).mean()), 4)
+    report["vocabulary"] = vocabulary.measure(chain(texts, pairs or ()), tokenizer)
     return report
+
+
+def coverage_finding(report: dict) -> list[str]:
+    """check's sentence on the [UNK] share of the data's tokens, when it is above vocabulary.WARN_SHARE."""
+    coverage = report["vocabulary"]
+    if coverage["unknown_share"] <= vocabulary.WARN_SHARE:
+        return []
+    shown = " ".join(char for char, _ in coverage["most_frequent_unknown"])
+    return [
+        f"{coverage['unknown_share']:.1%} of the tokens are [UNK] to the model's vocabulary (in "
+        f"{coverage['texts_with_unknown_share']:.0%} of the texts): the model cannot read them"
+        + (f" (most frequent: {shown})" if shown else "")
+        + f". {vocabulary.TRAINING_REMEDY}"
+    ]
 
 
 def findings(report: dict) -> list[str]:
@@ -127,4 +143,4 @@ def findings(report: dict) -> list[str]:
             f"{report['truncated_at_max_length']:.1%} of texts are longer than --max-length {report['max_length']} "
             f"tokens (p99 is {report['token_length_percentiles']['p99']})."
         )
-    return notes
+    return notes + coverage_finding(report)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from plmcli import __version__, console, interrupts
-from plmcli.commands import audit, check, evaluate, fill_mask, finetune, predict, pretrain, serve, tune
+from plmcli.commands import audit, check, evaluate, export, fill_mask, finetune, predict, pretrain, serve, tune
 from plmcli.errors import RUNTIME_FAILURE, Interrupted, PlmError
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.command("fill-mask", no_args_is_help=True)(fill_mask.fill_mask)
 app.command("serve")(serve.serve)
 app.command("audit", no_args_is_help=True)(audit.audit)
 app.command("tune", no_args_is_help=True)(tune.tune)
+app.command("export", no_args_is_help=True)(export.export)
 
 _debug = False
 

@@ -157,6 +157,7 @@ LIMITS = {
     "--top-k": 100_000,
     "--max-train-samples": 1 << 40,
     "--vocab-size": 1 << 22,
+    "--extend-vocab": 1 << 20,
     "--preprocessing-workers": 1024,
     "--max-texts-per-request": 1 << 20,
     "--max-body-bytes": 1 << 34,
@@ -391,6 +392,7 @@ class PretrainConfig:
     from_scratch: bool = False  # train a WordPiece tokenizer on the corpus and a new BERT of `size`
     size: str = "mini"  # from-scratch BERT size: tiny, mini, small or base
     vocab_size: int = 30522  # from-scratch WordPiece vocabulary size
+    extend_vocab: int = 0  # add the corpus's N most frequent characters the base vocabulary reads as [UNK]
     preprocessing_workers: int = 1  # processes tokenizing corpus files (each takes whole files)
     validation_split: float = 0.05  # share of examples held out to measure perplexity before and after
     max_validation_examples: int = 2000  # cap on the held-out examples
@@ -437,6 +439,13 @@ class PretrainConfig:
             raise PlmError(f"--max-length must be at least 8; got {self.max_length}.")
         if self.from_scratch and self.vocab_size < 100:
             raise PlmError(f"--vocab-size must be at least 100; got {self.vocab_size}.")
+        if self.extend_vocab:
+            _check_positive("--extend-vocab", self.extend_vocab)
+            if self.from_scratch:
+                raise PlmError(
+                    "--extend-vocab adds to a base model's vocabulary; --from-scratch trains a new one on the "
+                    "corpus (size it with --vocab-size). Use one of the two."
+                )
         _check_choice("--objective", self.objective, OBJECTIVES)
         if self.objective == "mlm+nsp" and (self.whole_word_mask or self.line_by_line):
             raise PlmError(
@@ -638,3 +647,37 @@ class ServeConfig:
             raise PlmError("--api-key is empty; give a key, or leave it out to serve without one.")
         _check_choice("--device", self.device, DEVICES)
         _check_choice("--precision", self.precision, PRECISIONS)
+
+
+QUANTIZATIONS = ("none", "int8")  # of plm export's graph
+
+
+@dataclass
+class ExportConfig:
+    """Settings of `plm export`: an ONNX model (fp32 or int8) checked on real rows, with its tokenizer and settings."""
+
+    model: str  # a fine-tuned (or pretrained masked-LM) model directory
+    output: str  # the exported directory
+    quantize: str = "none"  # none (fp32) or int8 (the fastest int8 variant that passes the check)
+    check: Optional[str] = None  # rows to check the export on; None: the validation file the model was trained with
+    check_rows: int = 1000  # at most this many of them (the first)
+    text_column: Optional[str] = None  # of the check file; None: the model's training column if present, else detected
+    label_column: Optional[str] = None  # None: the model's label column if present, else one named like labels
+    encoding: str = "utf-8"  # of the check file
+    force: bool = False  # keep an int8 export that failed the check (its card says so)
+    overwrite: bool = False
+    allow_pickle: bool = False  # also load pickled .bin weights (read with torch's weights_only=True)
+
+    def places(self) -> Places:
+        return Places(
+            reads=(("--check", self.check), *_model_read(self.model)),
+            directories=(("--output", self.output),),
+        )
+
+    def __post_init__(self) -> None:
+        _expand_paths(self)
+        if self.check is not None:
+            self.check = os.path.expanduser(self.check)
+        _check_choice("--quantize", self.quantize, QUANTIZATIONS)
+        _check_positive("--check-rows", self.check_rows)
+        check_encoding(self.encoding)

@@ -16,10 +16,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-from plmcli import textfiles
+from plmcli import textfiles, words
 from plmcli.errors import PlmError
 
 CORPUS_SUFFIXES = (".txt", ".txt.gz", ".text", ".text.gz")  # what a directory contributes
@@ -145,9 +146,18 @@ class Examples:
         return Examples(columns, sum(len(ids) for ids in columns["input_ids"]))
 
 
-def encode_batch(lines: list[str], tokenizer, special_tokens: bool = True, offsets: bool = False):
-    """One tokenizer call over a batch of lines: ids, special-tokens mask (and character offsets), uncut."""
-    return tokenizer(
+def encode_batch(
+    lines: list[str], tokenizer, special_tokens: bool = True, offsets: bool = False, segmenter: Optional[str] = None
+):
+    """One tokenizer call over a batch of lines: ids, special-tokens mask (and character offsets), uncut.
+
+    The offsets are what whole-word masking reads (a token whose characters do not follow the
+    previous token's starts a word), so they leave out the white space that SentencePiece and
+    byte-level tokenizers count into a word's first token: without that, a line of DeBERTa-v3 or
+    ModernBERT tokens would be one "word". With a ``segmenter`` (see plmcli.words) the offsets
+    mark its words rather than the characters.
+    """
+    encoded = tokenizer(
         lines,
         add_special_tokens=special_tokens,
         return_special_tokens_mask=True,
@@ -157,6 +167,14 @@ def encode_batch(lines: list[str], tokenizer, special_tokens: bool = True, offse
         truncation=False,
         verbose=False,
     )
+    if offsets:
+        encoded["offset_mapping"] = [
+            words.regroup(line, words.without_spaces(line, line_offsets), special)
+            if segmenter
+            else words.without_spaces(line, line_offsets)
+            for line, line_offsets, special in zip(lines, encoded["offset_mapping"], encoded["special_tokens_mask"])
+        ]
+    return encoded
 
 
 def _encode_lines(lines: list[str], tokenizer, special_tokens: bool, offsets: bool) -> dict[str, list]:
@@ -172,7 +190,12 @@ def _encode_lines(lines: list[str], tokenizer, special_tokens: bool, offsets: bo
 
 
 def examples_from_lines(
-    lines: Iterable[str], tokenizer, max_length: int, line_by_line: bool, offsets: bool
+    lines: Iterable[str],
+    tokenizer,
+    max_length: int,
+    line_by_line: bool,
+    offsets: bool,
+    segmenter: Optional[str] = None,
 ) -> Iterator[dict]:
     """Training examples of a stream of lines, each with its 'length' and whether it was 'truncated'.
 
@@ -184,7 +207,7 @@ def examples_from_lines(
     names = ["input_ids", "special_tokens_mask"] + (["offset_mapping"] if offsets else [])
     carry: dict[str, list] = {name: [] for name in names}
     for batch in _batches(lines):
-        encoded = encode_batch(batch, tokenizer, offsets=offsets)
+        encoded = encode_batch(batch, tokenizer, offsets=offsets, segmenter=segmenter)
         if line_by_line:
             for row in range(len(batch)):
                 example = {name: encoded[name][row] for name in names}
@@ -217,17 +240,21 @@ def _collect(rows: Iterator[dict]) -> Examples:
     return Examples(columns, tokens, truncated)
 
 
-def blocks(corpus: Corpus, tokenizer, max_length: int, whole_word_mask: bool) -> Examples:
+def blocks(
+    corpus: Corpus, tokenizer, max_length: int, whole_word_mask: bool, segmenter: Optional[str] = None
+) -> Examples:
     """run_mlm.py's group_texts over the whole corpus: concatenated lines cut into max_length blocks."""
-    examples = _collect(examples_from_lines(corpus.lines, tokenizer, max_length, False, whole_word_mask))
+    examples = _collect(examples_from_lines(corpus.lines, tokenizer, max_length, False, whole_word_mask, segmenter))
     if examples.tokens < 2:
         raise PlmError("the corpus is too short to train on: it makes fewer than 2 tokens.")
     return examples
 
 
-def lines(corpus: Corpus, tokenizer, max_length: int, whole_word_mask: bool) -> Examples:
+def lines(
+    corpus: Corpus, tokenizer, max_length: int, whole_word_mask: bool, segmenter: Optional[str] = None
+) -> Examples:
     """One example per non-empty line, cut to max_length tokens (the final [SEP] kept)."""
-    return _collect(examples_from_lines(corpus.lines, tokenizer, max_length, True, whole_word_mask))
+    return _collect(examples_from_lines(corpus.lines, tokenizer, max_length, True, whole_word_mask, segmenter))
 
 
 def _truncate_pair(first: list, second: list, budget: int, rng: random.Random) -> None:

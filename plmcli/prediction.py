@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from plmcli import console
+from plmcli import console, vocabulary
 from plmcli.config import PredictConfig
 from plmcli.errors import PlmError
 from plmcli.formats import FORMAT_BY_SUFFIX, ChunkWriter
@@ -68,6 +69,9 @@ def predict_texts(config: PredictConfig, write: Optional[Callable[[str], None]] 
     classifier = load_for_inference(config, plain_bert=True)
     pair_column = config.text_pair_column or classifier.settings.text_pair_column
     texts, pairs, table, text_column = read_inputs(config, classifier.settings, pair_column)
+    vocabulary.check(
+        chain(texts, pairs or ()), classifier.tokenizer, config.file or "the texts", vocabulary.USE_REMEDY
+    )
     layout = Layout.of(config, classifier, table, text_column, pair_column)
     streamed = chosen_format != "table" and (output is not None or write is not None)
     started = time.perf_counter()

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-from plmcli import __version__, console, textfiles
+from plmcli import __version__, console, textfiles, vocabulary
 from plmcli.errors import RUNTIME_FAILURE, PlmError
 
 
@@ -192,7 +192,7 @@ label column `{columns["label"]}`
 - Validation: {validation_source} ({metrics["validation_samples"]} rows)
 - Labels ({len(labelled.label_names)}): {", ".join(f"`{name}`" for name in labelled.label_names)}
 - {task}
-
+{vocabulary.card_line(metrics.get("vocabulary"))}
 ## Training
 - Command: `{command}`
 - Epochs {config.epochs}, batch size {config.batch_size}, learning rate {metrics["train"]["learning_rate"]:g}, \
@@ -255,7 +255,7 @@ target column `{target["column"]}` (from {target["min"]:g} to {target["max"]:g})
 - The target is standardised for training with the training rows' mean {target["mean"]:.6g} and standard \
 deviation {target["std"]:.6g} (saved in `config.json` as `plm.target_scale`); the raw model output times the \
 standard deviation plus the mean is the value in the target's units
-
+{vocabulary.card_line(metrics.get("vocabulary"))}
 ## Training
 - Command: `{_command(config)}`
 - Epochs {config.epochs}, batch size {config.batch_size}, learning rate {metrics["train"]["learning_rate"]:g}, \
@@ -362,6 +362,23 @@ def _command(config) -> str:
     return " ".join(shlex.quote(part) for part in config.command) if config.command else "(Python API)"
 
 
+def _whole_words(metrics: dict) -> str:
+    if not metrics["whole_word_mask"]:
+        return "off"
+    segmenter = metrics.get("word_segmenter")
+    return f"on (words segmented by {segmenter})" if segmenter else "on"
+
+
+def _extension_line(extension: Optional[dict]) -> str:
+    if not extension:
+        return ""
+    return (
+        f"- Vocabulary extended (`--extend-vocab`) with {extension['added_tokens']} characters the base model read as "
+        f"[UNK] (first: {' '.join(extension['first_added'])}); [UNK] share of the corpus "
+        f"{extension['unknown_share_before']:.2%} before, {extension['unknown_share_after']:.2%} after\n"
+    )
+
+
 def write_pretrain_card(directory: Path, config, metrics: dict, timing: dict) -> None:
     """A model card for a pretrain run: base model, corpus, objective, held-out evidence, lineage, use."""
     before, after = metrics["validation"]["before"], metrics["validation"]["after"]
@@ -392,11 +409,11 @@ Lineage: {" -> ".join(metrics["lineage"])}
 - {text_sources}: {text["documents"]} documents, {text["lines"]} lines, {text["tokens"]} tokens
 - Examples: {train["examples"]} training and {metrics["validation"]["examples"]} held-out {metrics["examples"]} \
 of up to {metrics["max_length"]} tokens
-
+{_extension_line(metrics.get("extended_vocabulary"))}{vocabulary.card_line(metrics.get("vocabulary"))}
 ## Training
 - Command: `{_command(config)}`
 - Objective {metrics["objective"]}, mask probability {metrics["mlm_probability"]}, whole-word masking \
-{"on" if metrics["whole_word_mask"] else "off"}
+{_whole_words(metrics)}
 - {train["steps"]} steps of batch {train["batch_size"]}, learning rate {train["learning_rate"]:g}, seed \
 {metrics["seed"]}, {metrics["device"]}, {metrics["precision"]} ({metrics["precision_reason"]})
 - {timing["runtime_seconds"]} s, {timing["tokens_per_second"]} tokens/s, final training loss {train["loss"]:.4f}

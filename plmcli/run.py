@@ -17,7 +17,7 @@ tells predict, and its model card. The run does what every task shares, in this 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plmcli import checkpoints, console, memory, modeling, reporting, speed, textfiles
+from plmcli import checkpoints, console, memory, modeling, reporting, speed, textfiles, vocabulary
 from plmcli.config import resume_settings
 from plmcli.outputs import LOGS, Claim, check_output_dir, check_places, claimed, staged_dir, writing
 from plmcli.tasks.base import Built, Finished, Task
@@ -66,6 +66,8 @@ def _run(task: Task, source, claim: Claim, local_model: tuple[str, ...]) -> RunR
 
     set_seed(config.seed)  # a new head's initial weights come from the seed too
     built = task.build(source, device, precision, resume_from)
+    where, texts = task.texts()
+    coverage = vocabulary.check(texts, built.tokenizer, where, once=True)  # once: tune and audit train many times
     speed.adapt(built.model, training=True, cpu=device == "cpu")
     settings = resume_settings(
         config,
@@ -107,6 +109,7 @@ def _run(task: Task, source, claim: Claim, local_model: tuple[str, ...]) -> RunR
             "world_size": trainer.args.world_size,
             "effective_batch_size": config.batch_size * trainer.args.world_size,
             "lineage": [*built.lineage, f"{task.lineage_step} -> {config.output}"],
+            "vocabulary": coverage,
         }
         if console.is_main_process():  # one writer under torchrun / accelerate
             _write(task, staging, output, trainer, built, finished, metrics, local_model)

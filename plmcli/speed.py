@@ -397,17 +397,25 @@ def adapt(model, training: bool, cpu: bool) -> list[str]:
     Each one is applied, then its output (and, for training, its gradients) on a tiny input are
     compared with the stock model's; one that does not agree (or fails, as it would where a
     transformers or torch release has changed a name it uses) is undone with one warning, and the
-    model runs as transformers wrote it. The CPU training speed-ups (``fast_dropout``,
+    model runs as transformers wrote it; a model the tiny input cannot run (so nothing can be
+    checked) gets none, with one warning. The CPU training speed-ups (``fast_dropout``,
     ``recompute_gelu``) apply only when ``training`` on a ``cpu``. Returns the names applied.
     """
     from plmcli import console
 
     chosen = [apply for apply, (_, training_only) in ADAPTERS.items() if not training_only or (training and cpu)]
-    batch = _check_input(model)
     was_training = model.training
     model.eval()  # no dropout: the stock and the changed model compute the same thing
     try:
-        stock = _figures(model, batch, training)
+        try:
+            batch = _check_input(model)
+            stock = _figures(model, batch, training)
+        except Exception as exc:  # a family whose forward does not take the test input: nothing to check against
+            reason = f"{type(exc).__name__}: {str(exc)[:120]}"
+            console.warn(
+                f"the speed-ups could not be checked on {type(model).__name__} ({reason}); running without them."
+            )
+            return []
         applied = []
         for apply in chosen:
             try:

@@ -5,6 +5,7 @@ Usage:
     plm pretrain notes/ "more/*.txt.gz" --epochs 1 --whole-word-mask
     plm pretrain corpus.txt --objective mlm+nsp --output runs/pretrain-nsp
     plm pretrain corpus.txt --from-scratch --size tiny --vocab-size 8000
+    plm pretrain reviews-zh.txt --extend-vocab 3000 --whole-word-mask
 """
 
 import shlex
@@ -72,6 +73,15 @@ def pretrain(
     vocab_size: Annotated[
         int, typer.Option(min=100, help="WordPiece vocabulary size for --from-scratch.")
     ] = DEFAULT.vocab_size,
+    extend_vocab: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Add the corpus's N most frequent characters that the base model's vocabulary reads as [UNK] "
+            "(Chinese on an English model, say) as new tokens, then pretrain. 0: add none.",
+        ),
+    ] = DEFAULT.extend_vocab,
     validation_split: Annotated[
         float,
         typer.Option(help="Share of examples held out (between 0 and 1; at most 2,000) to measure perplexity."),
@@ -120,6 +130,12 @@ def pretrain(
             "--size and --vocab-size shape a new model; add --from-scratch.",
             param_hint="--size" if size != DEFAULT.size else "--vocab-size",
         )
+    if from_scratch and extend_vocab:
+        raise typer.BadParameter(
+            "--from-scratch trains a new vocabulary on the corpus; --extend-vocab adds to a base model's. "
+            "Use one of the two.",
+            param_hint="--extend-vocab",
+        )
     if objective == Objective.mlm_nsp and whole_word_mask:
         raise typer.BadParameter(
             "mlm+nsp masks single tokens; leave out --whole-word-mask.", param_hint="--whole-word-mask"
@@ -140,6 +156,7 @@ def pretrain(
         from_scratch=from_scratch,
         size=size.value,
         vocab_size=vocab_size,
+        extend_vocab=extend_vocab,
         validation_split=validation_split,
         epochs=epochs,
         max_steps=max_steps,

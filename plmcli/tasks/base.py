@@ -7,6 +7,7 @@ that kind does in predict, evaluate, serve and check. The run and the commands c
 nothing else, so a new task is its module and one registration line in ``plmcli.tasks``.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -65,6 +66,10 @@ class Task:
     def read(self) -> None:
         """Read and check the data, before any model is loaded."""
         raise NotImplementedError
+
+    def texts(self) -> tuple[str, Iterable[str]]:
+        """(what they are, the training texts): the vocabulary's coverage is measured on them."""
+        return "", ()
 
     def input_files(self) -> list[str]:
         """The files read, for manifest.json (a directory or glob given as input is resolved by the task)."""

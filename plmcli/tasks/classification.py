@@ -10,6 +10,7 @@ predict may run the model in bf16.
 """
 
 from dataclasses import fields
+from itertools import chain
 from pathlib import Path
 from typing import Optional
 
@@ -49,6 +50,9 @@ class SequenceTask(Task):
     def load_data(self) -> data.ClassificationData:
         raise NotImplementedError
 
+    def texts(self):
+        return self.config.data, chain(self.labelled.train_texts, self.labelled.train_pairs or ())
+
     def describe_targets(self) -> str:
         raise NotImplementedError
 
@@ -75,8 +79,19 @@ class SequenceTask(Task):
             f"Model: {source.name} with a new {self.head_description()}; "
             f"{device}, {precision}, learning rate {lr:g}{'' if config.lr else ' (default for its width)'}."
         )
+        segment_ids = modeling.reads_segment_ids(model)
+        if labelled.columns.pair and not segment_ids:
+            console.info(
+                f"{type(model).__name__} has no segment ids (token_type_ids): it tells the two texts of a pair "
+                "apart by the separator tokens between them."
+            )
         train_set, train_truncated = data.tokenize(
-            labelled.train_texts, self.targets(labelled.train_labels), tokenizer, max_length, labelled.train_pairs
+            labelled.train_texts,
+            self.targets(labelled.train_labels),
+            tokenizer,
+            max_length,
+            labelled.train_pairs,
+            segment_ids,
         )
         validation_set, validation_truncated = data.tokenize(
             labelled.validation_texts,
@@ -84,6 +99,7 @@ class SequenceTask(Task):
             tokenizer,
             max_length,
             labelled.validation_pairs,
+            segment_ids,
         )
         self.truncated = {"train": train_truncated, "validation": validation_truncated}
         if train_truncated or validation_truncated:

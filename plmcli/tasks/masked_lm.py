@@ -13,9 +13,9 @@ import hashlib
 import math
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-from plmcli import console, corpus, corpus_cache, modeling, reporting
+from plmcli import console, corpus, corpus_cache, modeling, reporting, vocabulary, words
 from plmcli.config import PretrainConfig, default_learning_rate
 from plmcli.tasks.base import Built, Finished, Task
 
@@ -28,12 +28,14 @@ def _learning_rate(config: PretrainConfig, hidden_size: int) -> float:
     return default_learning_rate(hidden_size)
 
 
-def _examples(config: PretrainConfig, text: corpus.Corpus, tokenizer, max_length: int) -> corpus.Examples:
+def _examples(
+    config: PretrainConfig, text: corpus.Corpus, tokenizer, max_length: int, segmenter: Optional[str]
+) -> corpus.Examples:
     if config.objective == "mlm+nsp":
         return corpus.nsp_pairs(text, tokenizer, max_length, config.seed)
     if config.line_by_line:
-        return corpus.lines(text, tokenizer, max_length, config.whole_word_mask)
-    return corpus.blocks(text, tokenizer, max_length, config.whole_word_mask)
+        return corpus.lines(text, tokenizer, max_length, config.whole_word_mask, segmenter)
+    return corpus.blocks(text, tokenizer, max_length, config.whole_word_mask, segmenter)
 
 
 def masking_collator(tokenizer, config: PretrainConfig, seed: Optional[int] = None):
@@ -143,20 +145,39 @@ class MaskedLMTask(Task):
         if self.streamed:
             files, sources = corpus_cache.read_files(config.corpus)
             self.text = corpus_cache.scan(files, sources)
-            self.corpus_lines, self.corpus_sha256 = corpus_cache.lines(files, self.text.digests), self.text.sha256
+            self.files, self.corpus_sha256 = files, self.text.sha256
             summary, self.documents, self.line_count = self.text.describe(), self.text.documents, self.text.lines
         else:
             self.text = corpus.read_corpus(config.corpus)
-            self.corpus_lines, summary = self.text.lines, corpus.describe(self.text)
-            self.corpus_sha256 = hashlib.sha256("\n".join(self.corpus_lines).encode("utf-8")).hexdigest()
-            self.documents, self.line_count = len(self.text.documents), len(self.corpus_lines)
+            summary = corpus.describe(self.text)
+            self.corpus_sha256 = hashlib.sha256("\n".join(self.text.lines).encode("utf-8")).hexdigest()
+            self.documents, self.line_count = len(self.text.documents), len(self.text.lines)
         self.lineage_step = f"pretrain ({config.objective}) on {', '.join(self.text.sources[:3])}"
         console.info(f"Corpus: {summary}.")
+        self.segmenter = None  # whole words are transformers' (characters that follow each other)
+        if config.whole_word_mask and words.needs_segmenter(self.lines()):
+            self.segmenter = words.check_segmenter()
+            console.info(
+                f"Whole words: the corpus is Chinese (or Japanese) text without spaces; {self.segmenter} segments it "
+                "into words, and every piece of a word is masked together."
+            )
+
+    def lines(self) -> Iterator[str]:
+        """The corpus's non-empty lines, from the start (files are read again, checked against their scan)."""
+        return corpus_cache.lines(self.files, self.text.digests) if self.streamed else iter(self.text.lines)
+
+    def texts(self):
+        return ", ".join(self.text.sources[:3]) + (" ..." if len(self.text.sources) > 3 else ""), self.lines()
 
     def build(self, source, device: str, precision: str, resume_from: Optional[Path]) -> Built:
         config = self.config
         self.resume_from = resume_from
         tokenizer, model, base_name, lineage = self._model(source, resume_from)
+        self.extension = (
+            vocabulary.extend(tokenizer, model, self.lines, config.extend_vocab, base_name)
+            if config.extend_vocab
+            else None
+        )
         max_length = min(config.max_length, modeling.model_limit(tokenizer, model))
         if max_length < config.max_length:
             console.warn(f"--max-length {config.max_length} is more than {base_name} takes; using {max_length}.")
@@ -205,7 +226,7 @@ class MaskedLMTask(Task):
         tokenizer = (
             modeling.load_tokenizer(modeling.ModelSource(str(resume_from), str(resume_from), local=True))
             if resume_from is not None  # the vocabulary the interrupted run trained
-            else modeling.train_wordpiece(self.corpus_lines, config.vocab_size, config.max_length)
+            else modeling.train_wordpiece(self.lines(), config.vocab_size, config.max_length)
         )
         model = modeling.new_bert(config.size, tokenizer, config.objective, config.max_length)
         name = f"a new BERT-{config.size} (from scratch, {len(tokenizer)}-token WordPiece vocabulary)"
@@ -222,6 +243,7 @@ class MaskedLMTask(Task):
                 config.line_by_line,
                 config.whole_word_mask,
                 config.preprocessing_workers,
+                self.segmenter,
             )
             if cached.cached:
                 console.info(f"Reusing the corpus tokenized by an earlier run ({cached.location}).")
@@ -229,7 +251,7 @@ class MaskedLMTask(Task):
         else:
             from datasets import Dataset
 
-            examples = _examples(config, self.text, tokenizer, max_length)
+            examples = _examples(config, self.text, tokenizer, max_length, self.segmenter)
             for note in self.text.notes:
                 console.warn(note)
             dataset, tokens, truncated = Dataset.from_dict(examples.columns), examples.tokens, examples.truncated
@@ -278,7 +300,9 @@ class MaskedLMTask(Task):
             "max_length": built.max_length,
             "mlm_probability": config.mlm_probability,
             "whole_word_mask": config.whole_word_mask,
+            "word_segmenter": self.segmenter,
             "from_scratch": config.from_scratch,
+            "extended_vocabulary": self.extension.to_dict() if self.extension else None,
             "base_model": built.base_name,
             "corpus": {
                 "sources": self.text.sources,

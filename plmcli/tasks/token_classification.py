@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from plmcli import console, modeling, reporting
+from plmcli import console, modeling, reporting, vocabulary
 from plmcli.config import default_learning_rate
 from plmcli.settings import TOKEN_CLASSIFICATION, ModelSettings
 from plmcli.tasks.base import Built, Finished
@@ -323,6 +323,9 @@ class TokenClassificationTask(SequenceTask):
     def head_names(self) -> list[str]:
         return self.tag_names
 
+    def texts(self):
+        return self.config.data, (" ".join(words) for words in self.train_words)
+
     def token_lengths(self, tokenizer) -> list[int]:
         """Each training sentence's length in tokens, [CLS] and [SEP] included, before windows."""
         return [sum(len(word) for word in words) + 2 for words in word_pieces(self.train_words, tokenizer)]
@@ -579,6 +582,7 @@ def write_card(directory: Path, config, base_name: str, metrics: dict, timing: d
     )
     errors = validation["errors"]
     command = " ".join(shlex.quote(part) for part in config.command) if config.command else "(Python API)"
+    coverage = vocabulary.card_line(metrics.get("vocabulary"))
     text = f"""---
 library_name: transformers
 pipeline_tag: token-classification
@@ -593,8 +597,8 @@ A `BertForTokenClassification`-style model that tags each word: fine-tuned from 
 
 - Tags ({len(metrics["tags"])}): {", ".join(f"`{tag}`" for tag in metrics["tags"])}; the file's scheme was
   {metrics["scheme"]["found"]}, trained as IOB2.
-- Each word's first sub-token carries its tag; sentences longer than {metrics["max_length"]} tokens are read in
-  overlapping windows sharing {metrics["stride"]} tokens, every word tagged once.
+{coverage}- Each word's first sub-token carries its tag; sentences longer than {metrics["max_length"]} tokens are
+  read in overlapping windows sharing {metrics["stride"]} tokens, every word tagged once.
 - Scores are softmax probabilities of each word's tag, **not calibrated** (plm calibrates sentence-level
   scores only); an entity's score is the mean of its words'.
 

@@ -17,7 +17,8 @@ from typing import Optional
 
 import numpy as np
 
-from plmcli import console, reporting
+from plmcli import console, reporting, vocabulary
+from plmcli.checking import coverage_finding
 from plmcli.errors import PlmError
 from plmcli.settings import TOKEN_CLASSIFICATION
 from plmcli.tasks.base import Use
@@ -37,6 +38,13 @@ SENTENCE_OPTIONS = {  # predict options that only sentence classifiers take, wit
     "min_score": ("--min-score", None),
     "text_pair_column": ("--text-pair-column", None),
 }
+
+
+def _load_tagger(config):
+    """The token classifier of ``config``; an exported directory runs through onnxruntime (plmcli.onnx_model)."""
+    from plmcli import onnx_model
+
+    return onnx_model.load_tagger(config) or load_tagger(config)
 
 
 class TokenUse(Use):
@@ -64,10 +72,13 @@ class TokenUse(Use):
         chosen = "conll" if tagged else output_format(config)
         if config.file is not None:
             data.check_readable(config.file)
-        tagger = load_tagger(config)
+        tagger = _load_tagger(config)
         started = time.perf_counter()
         if tagged:
             sentences = tokendata.read_tagged(config.file, config.encoding, require_tags=False)
+            vocabulary.check(
+                (" ".join(words) for words in sentences.words), tagger.tokenizer, config.file, vocabulary.USE_REMEDY
+            )
             tags, _, long = tagger.tag(word_pieces(sentences.words, tagger.tokenizer), config.batch_size)
             lines = tokendata.conll_lines(config.file, config.encoding)
             text = tokendata.add_column(lines, tags, conllu=tokendata.is_conllu(config.file))
@@ -79,6 +90,7 @@ class TokenUse(Use):
         from plmcli.prediction import read_inputs
 
         texts, _, table, text_column = read_inputs(config, tagger.settings, None)
+        vocabulary.check(texts, tagger.tokenizer, config.file or "the texts", vocabulary.USE_REMEDY)
         found, long = tagger.scores(texts, config.batch_size)
         tagger.say_long(long, len(texts))
         elapsed = time.perf_counter() - started
@@ -118,7 +130,7 @@ class TokenUse(Use):
         from plmcli.outputs import staged_dir
 
         sentences = read_sentences(config.data, config)
-        tagger = load_tagger(config)
+        tagger = _load_tagger(config)
         known = {tag[2:] for tag in tagger.tag_names if tag != "O"}
         unknown = sorted(set(sentences.entity_types) - known)
         if unknown:
@@ -127,6 +139,9 @@ class TokenUse(Use):
                 f"the model's types are: {', '.join(sorted(known))}."
             )
         console.info(f"Evaluating on {len(sentences.words)} sentences of {config.data} (scheme {sentences.scheme}).")
+        coverage = vocabulary.check(
+            (" ".join(words) for words in sentences.words), tagger.tokenizer, config.data, vocabulary.USE_REMEDY
+        )
         predicted, scores, long = tagger.tag(word_pieces(sentences.words, tagger.tokenizer), config.batch_size)
         tagger.say_long(long, len(predicted))
         report = entity_report(predicted, sentences.tags)
@@ -140,6 +155,7 @@ class TokenUse(Use):
             "scheme": sentences.scheme,
             **report,
             "long_sentences": long,
+            "vocabulary": coverage,
         }
         errors = []
         for index, (words, gold, tags) in enumerate(zip(sentences.words, sentences.tags, predicted)):
@@ -188,7 +204,7 @@ class TokenUse(Use):
     # ---- serve ----
 
     def load(self, config):
-        return load_tagger(config)
+        return _load_tagger(config)
 
     def warm_up_pairs(self, runner) -> Optional[list[str]]:
         return None
@@ -253,6 +269,7 @@ class TokenUse(Use):
             | {"max": int(lengths.max())},
             "max_length": config.max_length,
             "windowed_at_max_length": round(float((lengths > config.max_length).mean()), 4),
+            "vocabulary": vocabulary.measure((" ".join(words) for words in sentences.words), tokenizer),
         }
 
     def check_summary(self, report: dict) -> str:
@@ -274,6 +291,7 @@ class TokenUse(Use):
                 f"{report['windowed_at_max_length']:.1%} of sentences are longer than --max-length "
                 f"{report['max_length']} tokens; they are read in overlapping windows, no word lost."
             )
+        notes += coverage_finding(report)
         lines = [
             f"{report['data']}: {report['sentences']} sentences, {report['words']} words, {report['documents']} "
             f"documents; scheme {report['scheme']}",
