@@ -99,16 +99,8 @@ def check(config: CheckConfig) -> dict:
 
 def coverage_finding(report: dict) -> list[str]:
     """check's sentence on the [UNK] share of the data's tokens, when it is above vocabulary.WARN_SHARE."""
-    coverage = report["vocabulary"]
-    if coverage["unknown_share"] <= vocabulary.WARN_SHARE:
-        return []
-    shown = " ".join(char for char, _ in coverage["most_frequent_unknown"])
-    return [
-        f"{coverage['unknown_share']:.1%} of the tokens are [UNK] to the model's vocabulary (in "
-        f"{coverage['texts_with_unknown_share']:.0%} of the texts): the model cannot read them"
-        + (f" (most frequent: {shown})" if shown else "")
-        + f". {vocabulary.TRAINING_REMEDY}"
-    ]
+    line = vocabulary.sentence(report["vocabulary"], "", vocabulary.TRAINING_REMEDY)
+    return [line] if line else []
 
 
 def findings(report: dict) -> list[str]:

@@ -148,23 +148,31 @@ def measure(texts: Iterable[str], tokenizer) -> dict:
 _warned: set[tuple[str, float]] = set()  # a tune or audit trains many times on the same texts: say it once
 
 
-def warn(report: dict, where: str, remedy: str, once: bool = False) -> bool:
-    """One Warning line when more than ``WARN_SHARE`` of the tokens were [UNK]; True when it warned.
-
-    With ``once``, texts already warned about in this process (the same place, the same share) are not again.
-    """
-    said = (where, report["unknown_share"])
-    if report["unknown_share"] <= WARN_SHARE or (once and said in _warned):
-        return False
-    _warned.add(said)
+def sentence(report: dict, where: str, remedy: str) -> Optional[str]:
+    """What to tell the user when more than ``WARN_SHARE`` of the tokens were [UNK] (``where``: "of FILE" or "")."""
+    if report["unknown_share"] <= WARN_SHARE:
+        return None
     shown = " ".join(char for char, _ in report["most_frequent_unknown"])
     sampled = f" (its first {report['texts']} texts)" if report["sampled"] else ""
-    console.warn(
-        f"{report['unknown_share']:.1%} of the tokens of {where}{sampled} are [UNK] to the model's vocabulary "
+    return (
+        f"{report['unknown_share']:.1%} of the tokens{where}{sampled} are [UNK] to the model's vocabulary "
         f"(in {report['texts_with_unknown_share']:.0%} of the texts), so the model cannot read them"
         + (f"; the most frequent unread characters: {shown}" if shown else "")
         + f". {remedy}"
     )
+
+
+def warn(report: dict, where: str, remedy: str, once: bool = False) -> bool:
+    """One Warning line when more than ``WARN_SHARE`` of the tokens of ``where`` were [UNK]; True when it warned.
+
+    With ``once``, texts already warned about in this process (the same place, the same share) are not again.
+    """
+    said = (where, report["unknown_share"])
+    line = sentence(report, f" of {where}", remedy)
+    if line is None or (once and said in _warned):
+        return False
+    _warned.add(said)
+    console.warn(line)
     return True
 
 
