@@ -6,9 +6,9 @@ data has IOB2 tags) with the same epochs, batch size (32), learning rate (plm's 
 model's width, 1e-4), warmup and weight decay, and is scored on the same validation file with the
 same entity metric (seqeval, strict IOB2). The sides:
 
-- plm: ``plm finetune --task token-classification`` with its defaults (random batches, each word
-  weighted alike in the loss, the CPU speed-ups, ``--precision auto``: bf16 where the CPU has bf16
-  instructions);
+- plm: ``plm finetune --task token-classification`` with its defaults (random batches, each trained
+  in length-sorted parts with less padding, each word weighted alike in the loss, the CPU speed-ups,
+  ``--precision auto``: bf16 where the CPU has bf16 instructions, fp32 elsewhere);
 - hf: run_ner.py's recipe: AutoModelForTokenClassification, the first sub-token of each word
   labelled (-100 elsewhere), truncation at 128 tokens, DataCollatorForTokenClassification, random
   batches, fp32 (its default);

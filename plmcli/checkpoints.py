@@ -11,6 +11,7 @@ checkpoint (safetensors weights; its other files with ``weights_only=True``). On
 public surface is used: callbacks, ``training_step``, ``evaluate``.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -308,9 +309,16 @@ def trainer_class():
 
     class CheckpointingTrainer(Trainer):
         plm_checkpoints = None  # the checkpoint_callback, which keeps the loss sum
+        plm_parts = None  # splits a batch into parts whose summed losses are the batch's (training.length_parts)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
-            loss = super().training_step(model, inputs, num_items_in_batch)
+            parts = self.plm_parts(inputs) if self.plm_parts is not None else [inputs]
+            loss = 0
+            for index, part in enumerate(parts):
+                # gradients of all but the last part stay local; the last one's backward synchronises them all
+                last = index == len(parts) - 1
+                with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
+                    loss = loss + super().training_step(model, part, num_items_in_batch)
             if self.plm_checkpoints is not None:
                 self.plm_checkpoints.loss_sum = self.plm_checkpoints.loss_sum + loss.detach().float()
             return loss

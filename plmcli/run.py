@@ -98,6 +98,7 @@ def _run(task: Task, source, claim: Claim, local_model: tuple[str, ...]) -> RunR
             processing_class=built.tokenizer,
             compute_metrics=built.compute_metrics,
             compute_loss_func=built.compute_loss_func,
+            parts=built.batch_parts,
         )
         finished = task.finish(trainer, train_output, built, device, precision)
         metrics = {

@@ -121,12 +121,15 @@ def divergence_callback(saving):
     return StopOnDivergence()
 
 
-def train(command: list[str], resume_from=None, settings=None, state=None, callbacks=(), **trainer_arguments):
+def train(
+    command: list[str], resume_from=None, settings=None, state=None, callbacks=(), parts=None, **trainer_arguments
+):
     """Build plm's Trainer, train (from ``resume_from``, a checkpoint, if given), and return both.
 
     The Trainer shows plm's progress bar instead of printed log dicts, writes checkpoints that plm
     completes with a manifest (holding ``settings`` and ``state``), and on the first SIGINT / SIGTERM
     saves a checkpoint at the end of the step and raises Interrupted with the command that resumes.
+    ``parts`` (such as ``length_parts``) splits each training batch into parts trained one after another.
     """
     from safetensors import SafetensorError
     from transformers import PrinterCallback
@@ -143,6 +146,7 @@ def train(command: list[str], resume_from=None, settings=None, state=None, callb
     callbacks = [progress, stopper, saving, diverging, seeding, *callbacks, *([trimming] if trimming else [])]
     trainer = checkpoints.trainer_class()(**trainer_arguments, callbacks=callbacks)
     trainer.plm_checkpoints = saving
+    trainer.plm_parts = parts
     trainer.remove_callback(PrinterCallback)
     try:
         with interrupts.graceful():
@@ -173,6 +177,64 @@ def train(command: list[str], resume_from=None, settings=None, state=None, callb
         )
     trainer.plm_training_loss = float(saving.loss_sum) / max(trainer.state.global_step, 1)  # also across a resume
     return trainer, output
+
+
+# What a separate forward and backward pass costs, in padded token positions of work: measured on a
+# 2-core CPU with MiniLM on CoNLL-2003 batches of 32 (a part costs about as much as 160 more positions).
+PART_COST = 160
+
+
+def length_parts(inputs: dict) -> list[dict]:
+    """A padded training batch as parts of similar lengths, each cut to its longest row, or the batch whole.
+
+    The rows are sorted by length and cut where the padding saved outweighs the cost of one more pass
+    (PART_COST). The parts hold every row once and every position of it but padding, so when the
+    task's loss is a sum over rows divided by a constant (as ``word_weighted_loss``), the parts' losses
+    and gradients add up to the batch's: the same step as the random batch, with less padding. A batch
+    that is not right-padded, or that holds a tensor these rules do not cover, is left whole.
+    """
+    import torch
+
+    mask = inputs.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.size(0) < 2:
+        return [inputs]
+    if not bool((mask[:, 1:] <= mask[:, :-1]).all()):  # padding on the left
+        return [inputs]
+    batch, width = mask.shape
+    for value in inputs.values():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.size(0) == batch:
+            if value.dim() >= 2 and value.size(1) != width:
+                return [inputs]
+        elif isinstance(value, torch.Tensor):
+            return [inputs]
+    lengths = mask.sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    longest = lengths[order].tolist()  # the first row of a part is its longest
+    # best[j]: the least work for the first j sorted rows; cut[j]: where its last part starts
+    best, cut = [0.0] + [float("inf")] * batch, [0] * (batch + 1)
+    for end in range(1, batch + 1):
+        for start in range(end):
+            work = best[start] + (end - start) * longest[start] + PART_COST
+            if work < best[end]:
+                best[end], cut[end] = work, start
+    bounds, end = [], batch
+    while end > 0:
+        bounds.append((cut[end], end))
+        end = cut[end]
+    if len(bounds) == 1:
+        return [inputs]
+    parts = []
+    for start, end in reversed(bounds):
+        rows, keep = order[start:end], max(int(longest[start]), 1)
+        parts.append(
+            {
+                key: (value[rows][:, :keep].contiguous() if value.dim() >= 2 else value[rows])
+                if isinstance(value, torch.Tensor)
+                else value
+                for key, value in inputs.items()
+            }
+        )
+    return parts
 
 
 def training_arguments(config, output_dir: Path, device: str, precision: str, lr: float, task_arguments: dict):

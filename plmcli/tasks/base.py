@@ -33,6 +33,7 @@ class Built:
     compute_loss_func: object = None
     callbacks: list = field(default_factory=list)
     arguments: dict = field(default_factory=dict)  # the task's own TrainingArguments (evaluation, sampling, ...)
+    batch_parts: object = None  # splits each training batch into parts trained in turn (training.length_parts)
 
 
 @dataclass
