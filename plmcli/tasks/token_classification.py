@@ -163,9 +163,11 @@ def decode(probabilities: np.ndarray, names: list[str]) -> list[int]:
     """
     best = probabilities.argmax(axis=1)
     follows = _follows(tuple(names))
-    if follows is None or (follows[0][best[0]] and all(follows[1][a, b] for a, b in zip(best, best[1:]))):
-        return [int(tag) for tag in best]
+    if follows is None:
+        return best.tolist()
     may_start, may_follow = follows
+    if may_start[best[0]] and may_follow[best[:-1], best[1:]].all():
+        return best.tolist()
     logs = np.log(np.maximum(probabilities, 1e-30))
     step = np.where(may_follow, 0.0, -np.inf)  # (from, to)
     score = np.where(may_start, logs[0], -np.inf)
